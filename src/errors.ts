@@ -1,0 +1,100 @@
+/**
+ * The library's own errors. Wrong arguments are `TypeError`/`RangeError`;
+ * conditions a caller is expected to handle are a {@linkcode PoolError}
+ * with a stable `code`.
+ *
+ * @module
+ */
+
+/**
+ * Every `code` a {@linkcode PoolError} can carry.
+ *
+ * - `CONNECT_REFUSED`: the upstream refused the connection.
+ * - `HOST_NOT_FOUND`: the host name did not resolve.
+ * - `ABORTED`: the acquire's `signal` aborted it (`cause` is the signal's reason).
+ * - `CONNECT_FAILED`: any other connect failure (see `cause`).
+ * - `POOL_CLOSED`: the pool was closed.
+ * - `NOT_BORROWED`: `retain`/`release` of a connection that this pool did
+ *   not hand out, or that was already given back.
+ * - `LEASE_ENDED`: a read or write on a connection after it was given back.
+ * - `CONNECTION_LOST`: a read or write failed on an open connection (reset,
+ *   broken pipe; see `cause`).
+ */
+export type PoolErrorCode =
+  | "CONNECT_REFUSED"
+  | "HOST_NOT_FOUND"
+  | "ABORTED"
+  | "CONNECT_FAILED"
+  | "POOL_CLOSED"
+  | "NOT_BORROWED"
+  | "LEASE_ENDED"
+  | "CONNECTION_LOST";
+
+/** Options for {@linkcode PoolError}. */
+export interface PoolErrorOptions {
+  /** The upstream's pool key, such as `"127.0.0.1:6379"`, when one is involved. */
+  address?: string;
+  /** The underlying error, such as the runtime's socket error. */
+  cause?: unknown;
+}
+
+/**
+ * An error raised by the pool, with a machine-readable `code`.
+ *
+ * @example Tell a refused upstream from other failures
+ * ```ts
+ * import { ConnectionPool, PoolError } from "@upstream/pool";
+ * const pool = new ConnectionPool();
+ * try {
+ *   await pool.acquire({ hostname: "127.0.0.1", port: 1 });
+ * } catch (error) {
+ *   if (error instanceof PoolError && error.code === "CONNECT_REFUSED") {
+ *     console.log(`${error.address} is down`);
+ *   }
+ * }
+ * await pool.close();
+ * ```
+ */
+export class PoolError extends Error {
+  /** What went wrong, stable across versions. */
+  readonly code: PoolErrorCode;
+  /** The upstream's pool key, when the error concerns one upstream. */
+  readonly address: string | undefined;
+
+  /**
+   * @param code What went wrong.
+   * @param message A sentence for people: what failed and why.
+   * @param options The address concerned and the underlying cause.
+   */
+  constructor(code: PoolErrorCode, message: string, options: PoolErrorOptions = {}) {
+    super(message, "cause" in options ? { cause: options.cause } : undefined);
+    this.name = "PoolError";
+    this.code = code;
+    this.address = options.address;
+  }
+}
+
+const DNS_CODES = new Set(["ENOTFOUND", "EAI_AGAIN", "EAI_NONAME", "EAI_FAIL", "EAI_NODATA"]);
+
+/**
+ * Turns whatever a transport's connect rejected with into a
+ * {@linkcode PoolError} whose code says what happened.
+ */
+export function connectError(address: string, cause: unknown): PoolError {
+  if (cause instanceof PoolError) return cause;
+  const code = (cause as { code?: unknown } | null)?.code;
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  if (code === "ECONNREFUSED") {
+    return new PoolError("CONNECT_REFUSED", `Cannot connect to "${address}": connection refused`, {
+      address,
+      cause,
+    });
+  }
+  if (typeof code === "string" && DNS_CODES.has(code)) {
+    return new PoolError("HOST_NOT_FOUND", `Cannot connect to "${address}": the host name did not resolve`, {
+      address,
+      cause,
+    });
+  }
+  return new PoolError("CONNECT_FAILED", `Cannot connect to "${address}": ${detail}`, { address, cause });
+}

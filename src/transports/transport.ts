@@ -1,0 +1,97 @@
+/**
+ * The neutral interface between the pool and a runtime's sockets.
+ *
+ * The pool core only ever talks to these two types. Each runtime adapter
+ * (`deno.ts`, `bun.ts`, `node.ts`) and the in-memory transport implement
+ * them; nothing in the core knows which one it is using.
+ *
+ * @module
+ */
+
+import type { ResolvedAddress } from "../address.ts";
+
+/**
+ * One open byte-stream connection, as a transport hands it to the pool.
+ *
+ * Reads are pull-based so that the pool can keep exactly one read pending
+ * on an idle connection (that read is how it notices EOF, an error or
+ * unsolicited bytes) and hand the very same pending read over to the next
+ * borrower: no reader is ever swapped, so no chunk can be stranded.
+ *
+ * @example Echo one message
+ * ```ts ignore
+ * const socket = await transport.connect(address, {});
+ * await socket.write(new TextEncoder().encode("ping"));
+ * const reply = await socket.read(); // Uint8Array, or null at EOF
+ * socket.close();
+ * ```
+ */
+export interface TransportConnection {
+  /**
+   * Resolves with the next chunk of received bytes (never empty), or `null`
+   * once the peer has closed its side (EOF; later calls resolve `null` too).
+   * Rejects if the connection failed (for example a reset). At most one read
+   * is pending at a time; the pool never calls it concurrently.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Writes all of `chunk`, looping over partial writes. Resolves once the
+   * runtime has taken every byte (it may still be in flight); rejects if the
+   * connection is closed or failed. Writes are never issued concurrently.
+   */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Sends FIN (half-close): no more writes, reads still work. */
+  closeWrite(): Promise<void>;
+  /**
+   * Closes the connection at once and frees its socket. A pending read
+   * settles (with `null` or a rejection; the pool ignores which). Safe to
+   * call more than once.
+   */
+  close(): void;
+  /** Lets this connection keep the process alive (the default). */
+  ref(): void;
+  /** Stops this connection, and any read pending on it, from keeping the process alive. */
+  unref(): void;
+}
+
+/** Options for {@linkcode Transport.connect}. */
+export interface TransportConnectOptions {
+  /**
+   * Aborts the connect. The promise then rejects, and a socket that opens
+   * anyway afterwards is closed by the transport.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * Opens connections for the pool on one runtime.
+ *
+ * Connect failures reject with the runtime's error; where the runtime does
+ * not say so itself, the transport sets a POSIX-style `code` on it
+ * (`ECONNREFUSED`, `ENOTFOUND`, ...) so the pool can classify it.
+ *
+ * @example A transport passed explicitly
+ * ```ts ignore
+ * import { ConnectionPool } from "@upstream/pool";
+ * import { nodeTransport } from "@upstream/pool/node";
+ * const pool = new ConnectionPool({ transport: nodeTransport });
+ * ```
+ */
+export interface Transport {
+  /** A short name for logs and stats, such as `"deno"` or `"memory"`. */
+  readonly name: string;
+  /** Opens a connection with Nagle's algorithm disabled. */
+  connect(
+    address: ResolvedAddress,
+    options: TransportConnectOptions,
+  ): Promise<TransportConnection>;
+  /**
+   * Resolves once the runtime has delivered to JavaScript every byte and
+   * every EOF or error that had already reached any of this transport's
+   * connections when `settle` was called. The pool awaits it before handing
+   * out an idle connection, so that bytes or a FIN sitting in the receive
+   * buffer are seen first. It must cost far less than a round trip: one turn
+   * of the event loop's I/O phase, not a timer.
+   */
+  settle(): Promise<void>;
+}
