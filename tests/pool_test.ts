@@ -1,0 +1,522 @@
+// The pool core, on the in-memory transport: no sockets, every runtime.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { type Acquired, ConnectionPool, PoolError, type UpstreamConnection } from "../mod.ts";
+import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
+import { delay, waitUntil } from "./_async.ts";
+
+const ADDRESS = { hostname: "upstream.test", port: 7000 };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A memory upstream that records its peers; echoes unless told otherwise. */
+function setup(options: { echo?: boolean } = {}) {
+  const transport = new MemoryTransport();
+  const peers: MemoryPeer[] = [];
+  transport.listen(ADDRESS, (peer) => {
+    peers.push(peer);
+    if (options.echo ?? true) peer.echo();
+  });
+  const pool = new ConnectionPool({ transport });
+  return { transport, pool, peers };
+}
+
+async function roundTrip(connection: UpstreamConnection, text: string): Promise<string> {
+  await connection.write(encoder.encode(text));
+  let received = "";
+  while (received.length < text.length) {
+    const chunk = await connection.read();
+    assert.notEqual(chunk, null, "unexpected EOF");
+    received += decoder.decode(chunk!);
+  }
+  return received;
+}
+
+function isPoolError(code: string) {
+  return (error: unknown) => {
+    assert.ok(error instanceof PoolError, `expected a PoolError, got ${error}`);
+    assert.equal(error.code, code);
+    return true;
+  };
+}
+
+describe("acquire, retain and release", () => {
+  test("a retained connection is reused and acquire says which", async () => {
+    const { pool, peers, transport } = setup();
+    const first = await pool.acquire(ADDRESS);
+    assert.equal(first.created, true);
+    assert.equal(await roundTrip(first.connection, "one"), "one");
+    assert.equal(pool.retain(first.connection), true);
+    assert.deepEqual(pick(pool.stats()), { idle: 1, borrowed: 0, connecting: 0 });
+
+    const second = await pool.acquire(ADDRESS);
+    assert.equal(second.created, false);
+    assert.equal(await roundTrip(second.connection, "two"), "two");
+    assert.equal(peers.length, 1, "only one connection was ever opened");
+    assert.deepEqual(pick(pool.stats()), { idle: 0, borrowed: 1, connecting: 0 });
+    assert.equal(pool.stats().totals.reused, 1);
+    assert.equal(pool.stats().totals.created, 1);
+    pool.release(second.connection);
+    assert.equal(transport.openConnections, 0);
+    assert.deepEqual(pick(pool.stats()), { idle: 0, borrowed: 0, connecting: 0 });
+    await pool.close();
+  });
+
+  test("idle connections are reused most recently retained first (LIFO)", async () => {
+    // Each upstream connection answers any request with its own number.
+    const transport = new MemoryTransport();
+    let accepted = 0;
+    transport.listen(ADDRESS, async (peer) => {
+      const id = String(accepted++);
+      while (await peer.read() !== null) peer.write(id);
+    });
+    const pool = new ConnectionPool({ transport });
+    const whoIs = async (acquired: Acquired) => {
+      await acquired.connection.write(encoder.encode("?"));
+      return decoder.decode((await acquired.connection.read())!);
+    };
+    const held = [await pool.acquire(ADDRESS), await pool.acquire(ADDRESS), await pool.acquire(ADDRESS)];
+    assert.deepEqual(await Promise.all(held.map(whoIs)), ["0", "1", "2"]);
+    for (const i of [0, 2, 1]) pool.retain(held[i]!.connection);
+    const order: string[] = [];
+    for (let i = 0; i < 3; i++) order.push(await whoIs(await pool.acquire(ADDRESS)));
+    assert.deepEqual(order, ["1", "2", "0"]);
+    await pool.close();
+  });
+
+  test("addresses are pooled under one normalised key", async () => {
+    const transport = new MemoryTransport();
+    transport.listen({ hostname: "db.test", port: 5432 }, (peer) => peer.echo());
+    transport.listen({ hostname: "::1", port: 80 }, (peer) => peer.echo());
+    const pool = new ConnectionPool({ transport });
+    const first = await pool.acquire({ hostname: "DB.Test", port: "5432" });
+    pool.retain(first.connection);
+    const second = await pool.acquire({ hostname: "db.test", port: 5432 });
+    assert.equal(second.created, false);
+    assert.equal(second.connection.address.key, "db.test:5432");
+    pool.retain(second.connection);
+    const v6 = await pool.acquire({ hostname: "[::1]", port: 80 });
+    pool.retain(v6.connection);
+    const v6again = await pool.acquire({ hostname: "::1", port: 80 });
+    assert.equal(v6again.created, false);
+    assert.deepEqual(Object.keys(pool.stats().byAddress).sort(), ["[::1]:80", "db.test:5432"]);
+    await pool.close();
+  });
+
+  test("add() pre-warms idle connections that acquire then reuses", async () => {
+    const { pool, peers } = setup();
+    await Promise.all([pool.add(ADDRESS), pool.add(ADDRESS)]);
+    assert.deepEqual(pick(pool.stats()), { idle: 2, borrowed: 0, connecting: 0 });
+    const a = await pool.acquire(ADDRESS);
+    const b = await pool.acquire(ADDRESS);
+    assert.equal(a.created || b.created, false);
+    assert.equal(peers.length, 2);
+    await pool.close();
+  });
+
+  test("concurrent acquires never share one idle connection", async () => {
+    const { pool, peers } = setup();
+    await pool.add(ADDRESS);
+    const [a, b] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    assert.deepEqual([a.created, b.created].sort(), [false, true]);
+    assert.notEqual(a.connection, b.connection);
+    assert.equal(peers.length, 2);
+    assert.equal(await roundTrip(a.connection, "a"), "a");
+    assert.equal(await roundTrip(b.connection, "b"), "b");
+    await pool.close();
+  });
+
+  test("no byte is lost or duplicated across 200 acquire-use-retain cycles", async () => {
+    const { pool, peers } = setup();
+    let sent = "";
+    let received = "";
+    for (let i = 0; i < 200; i++) {
+      const { connection } = await pool.acquire(ADDRESS);
+      const message = `#${i}:${"x".repeat(i % 17)};`;
+      sent += message;
+      received += await roundTrip(connection, message);
+      assert.equal(pool.retain(connection), true);
+    }
+    assert.equal(received, sent);
+    assert.equal(peers.length, 1);
+    await pool.close();
+  });
+
+  test("release closes the connection and forgets it", async () => {
+    const { pool, peers } = setup();
+    const { connection } = await pool.acquire(ADDRESS);
+    pool.release(connection);
+    assert.equal(peers[0]!.closed, true);
+    assert.equal(pool.stats().totals.released, 1);
+    assert.deepEqual(pool.stats().byAddress, {});
+    const next = await pool.acquire(ADDRESS);
+    assert.equal(next.created, true);
+    await pool.close();
+  });
+});
+
+describe("idle-read detection", () => {
+  for (
+    const [what, provoke] of [
+      ["unsolicited bytes", (peer: MemoryPeer) => peer.write("late")],
+      ["EOF", (peer: MemoryPeer) => peer.end()],
+      ["a reset", (peer: MemoryPeer) => peer.reset()],
+    ] as const
+  ) {
+    test(`${what} on an idle connection removes and closes it without an acquire`, async () => {
+      const { pool, peers, transport } = setup({ echo: false });
+      const { connection } = await pool.acquire(ADDRESS);
+      pool.retain(connection);
+      assert.equal(pool.stats().idle, 1);
+      provoke(peers[0]!);
+      await waitUntil(() => pool.stats().idle === 0, 500, "eviction");
+      assert.equal(peers[0]!.closed, true);
+      assert.equal(transport.openConnections, 0);
+      assert.equal(pool.stats().totals.broken, 1);
+      assert.deepEqual(pool.stats().byAddress, {});
+      await pool.close();
+    });
+  }
+
+  test("bytes or FIN sent just before acquire are seen: never a dirty handoff (300 rounds)", async () => {
+    const { pool, peers } = setup({ echo: false });
+    let dirty = 0;
+    let reusedClean = 0;
+    for (let i = 0; i < 300; i++) {
+      const { connection } = await pool.acquire(ADDRESS);
+      pool.retain(connection);
+      const peer = peers.at(-1)!;
+      const mode = i % 3; // 0: stray bytes, 1: FIN, 2: nothing (must be reused)
+      if (mode === 0) peer.write("stray");
+      if (mode === 1) peer.end();
+      // Synchronously after the upstream sent: the bytes sit in the
+      // "receive buffer", not yet delivered to any read.
+      const next = await pool.acquire(ADDRESS);
+      if (mode === 2) {
+        assert.equal(next.created, false, "a clean idle connection must be reused");
+        reusedClean++;
+      } else if (!next.created) {
+        dirty++;
+      }
+      pool.release(next.connection);
+    }
+    assert.equal(dirty, 0, `${dirty} dirty or dead connections were handed out`);
+    assert.equal(reusedClean, 100);
+    await pool.close();
+  });
+
+  test("idle connections do not keep the process alive, borrowed ones do", async () => {
+    const { pool, peers } = setup();
+    const { connection } = await pool.acquire(ADDRESS);
+    assert.equal(peers[0]!.clientRefed, true);
+    pool.retain(connection);
+    assert.equal(peers[0]!.clientRefed, false);
+    const again = await pool.acquire(ADDRESS);
+    assert.equal(peers[0]!.clientRefed, true);
+    pool.retain(again.connection);
+    await pool.close();
+  });
+});
+
+describe("retain refuses connections that are not clean", () => {
+  test("one whose upstream closed (EOF read by the borrower)", async () => {
+    const { pool, peers, transport } = setup({ echo: false });
+    const { connection } = await pool.acquire(ADDRESS);
+    peers[0]!.end();
+    assert.equal(await connection.read(), null);
+    assert.equal(pool.retain(connection), false);
+    assert.equal(transport.openConnections, 0);
+    assert.equal(pool.stats().totals.dropped, 1);
+    await pool.close();
+  });
+
+  test("one with bytes that arrived but were not read", async () => {
+    const { pool, peers, transport } = setup({ echo: false });
+    const { connection } = await pool.acquire(ADDRESS);
+    peers[0]!.write("unread");
+    const pending = connection.read(); // takes the chunk...
+    await pending;
+    peers[0]!.write("more"); // ...but not this one
+    await transport.settle();
+    await delay(0);
+    assert.equal(pool.retain(connection), false);
+    assert.equal(pool.stats().idle, 0);
+    await pool.close();
+  });
+
+  test("one with a write still in progress, or half-closed", async () => {
+    const transport = new MemoryTransport();
+    transport.listen(ADDRESS, () => {});
+    const pool = new ConnectionPool({ transport });
+    const first = await pool.acquire(ADDRESS);
+    const writing = first.connection.write(encoder.encode("x"));
+    assert.equal(pool.retain(first.connection), false, "write in progress");
+    await writing;
+    const second = await pool.acquire(ADDRESS);
+    await second.connection.closeWrite();
+    assert.equal(pool.retain(second.connection), false, "half-closed");
+    assert.equal(transport.openConnections, 0);
+    await pool.close();
+  });
+
+  test("retain or release of a foreign or returned connection throws and changes nothing", async () => {
+    const { pool } = setup();
+    const other = setup().pool;
+    const { connection } = await pool.acquire(ADDRESS);
+    const foreign = await other.acquire(ADDRESS);
+    assert.throws(() => pool.retain(foreign.connection), isPoolError("NOT_BORROWED"));
+    assert.throws(() => pool.release({} as UpstreamConnection), isPoolError("NOT_BORROWED"));
+    assert.throws(() => pool.retain(undefined as unknown as UpstreamConnection), TypeError);
+    assert.deepEqual(pick(pool.stats()), { idle: 0, borrowed: 1, connecting: 0 });
+    pool.retain(connection);
+    const before = JSON.stringify(pool.stats());
+    assert.throws(() => pool.retain(connection), isPoolError("NOT_BORROWED"));
+    assert.throws(() => pool.release(connection), isPoolError("NOT_BORROWED"));
+    assert.equal(JSON.stringify(pool.stats()), before);
+    // The stale handle must not disturb the next borrower of the same socket.
+    const next = await pool.acquire(ADDRESS);
+    assert.equal(next.created, false);
+    assert.throws(() => pool.release(connection), isPoolError("NOT_BORROWED"));
+    assert.equal(await roundTrip(next.connection, "still mine"), "still mine");
+    await pool.close();
+    await other.close();
+  });
+});
+
+describe("a given-back handle is dead; the socket serves the next borrower", () => {
+  test("reads and writes on it reject with LEASE_ENDED", async () => {
+    const { pool } = setup();
+    const { connection } = await pool.acquire(ADDRESS);
+    pool.retain(connection);
+    await assert.rejects(connection.read(), isPoolError("LEASE_ENDED"));
+    await assert.rejects(connection.write(encoder.encode("x")), isPoolError("LEASE_ENDED"));
+    await pool.close();
+  });
+
+  test("a read still pending at retain rejects, and the connection stays pooled", async () => {
+    const { pool, peers } = setup({ echo: false });
+    const first = await pool.acquire(ADDRESS);
+    const pending = first.connection.read();
+    assert.equal(pool.retain(first.connection), true);
+    await assert.rejects(pending, isPoolError("LEASE_ENDED"));
+    const second = await pool.acquire(ADDRESS);
+    assert.equal(second.created, false);
+    peers[0]!.write("for the second borrower");
+    assert.equal(decoder.decode((await second.connection.read())!), "for the second borrower");
+    await pool.close();
+  });
+
+  test("stream locks held by the last borrower do not reach the next one", async () => {
+    const { pool } = setup();
+    const first = await pool.acquire(ADDRESS);
+    const reader = first.connection.readable.getReader();
+    const writer = first.connection.writable.getWriter();
+    await writer.write(encoder.encode("ping"));
+    assert.equal(decoder.decode((await reader.read()).value), "ping");
+    assert.equal(pool.retain(first.connection), true); // locks still held
+    const second = await pool.acquire(ADDRESS);
+    assert.equal(second.created, false);
+    assert.equal(second.connection.readable.locked, false);
+    const w2 = second.connection.writable.getWriter();
+    const r2 = second.connection.readable.getReader();
+    await w2.write(encoder.encode("pong"));
+    assert.equal(decoder.decode((await r2.read()).value), "pong");
+    await assert.rejects(writer.write(encoder.encode("stale")), isPoolError("LEASE_ENDED"));
+    await pool.close();
+  });
+});
+
+describe("web streams", () => {
+  test("readable and writable carry bytes; closing the writable half-closes", async () => {
+    const { pool } = setup();
+    const { connection } = await pool.acquire(ADDRESS);
+    const writer = connection.writable.getWriter();
+    await writer.write(encoder.encode("hello "));
+    await writer.write(encoder.encode("world"));
+    await writer.close(); // FIN: the echo peer ends after echoing
+    let text = "";
+    for await (const chunk of connection.readable) text += decoder.decode(chunk);
+    assert.equal(text, "hello world");
+    assert.equal(pool.retain(connection), false, "half-closed connections are not reusable");
+    await pool.close();
+  });
+
+  test("a cancelled readable leaves a chunk it held unread, so retain drops the connection", async () => {
+    const { pool, peers, transport } = setup({ echo: false });
+    const { connection } = await pool.acquire(ADDRESS);
+    const reader = connection.readable.getReader();
+    const read = reader.read();
+    await reader.cancel();
+    await read;
+    peers[0]!.write("nobody reads this");
+    await transport.settle();
+    await delay(0);
+    assert.equal(pool.retain(connection), false);
+    await pool.close();
+  });
+
+  test("a break out of for-await keeps a clean connection reusable", async () => {
+    const { pool } = setup();
+    const { connection } = await pool.acquire(ADDRESS);
+    await connection.write(encoder.encode("once"));
+    for await (const chunk of connection.readable) {
+      assert.equal(decoder.decode(chunk), "once");
+      break;
+    }
+    assert.equal(pool.retain(connection), true);
+    await pool.close();
+  });
+});
+
+describe("connect failures", () => {
+  test("refused: CONNECT_REFUSED with address and cause; nothing left connecting", async () => {
+    const pool = new ConnectionPool({ transport: new MemoryTransport() });
+    const error = await pool.acquire(ADDRESS).catch((e) => e);
+    assert.ok(error instanceof PoolError);
+    assert.equal(error.code, "CONNECT_REFUSED");
+    assert.equal(error.address, "upstream.test:7000");
+    assert.equal((error.cause as { code: string }).code, "ECONNREFUSED");
+    assert.deepEqual(pick(pool.stats()), { idle: 0, borrowed: 0, connecting: 0 });
+    assert.equal(pool.stats().totals.failed, 1);
+    await pool.close();
+  });
+
+  test("unresolvable: HOST_NOT_FOUND", async () => {
+    const pool = new ConnectionPool({ transport: new MemoryTransport() });
+    await assert.rejects(pool.acquire({ hostname: "nowhere.invalid", port: 1 }), isPoolError("HOST_NOT_FOUND"));
+    await assert.rejects(pool.add({ hostname: "nowhere.invalid", port: 1 }), isPoolError("HOST_NOT_FOUND"));
+    assert.deepEqual(pool.stats().byAddress, {});
+    await pool.close();
+  });
+
+  test("aborted by signal, before or during the connect: ABORTED, nothing left open", async () => {
+    const transport = new MemoryTransport();
+    let accept: () => void = () => {};
+    transport.listen(ADDRESS, () => {}, {
+      accept: () => new Promise<void>((resolve) => accept = resolve),
+    });
+    const pool = new ConnectionPool({ transport });
+    await assert.rejects(pool.acquire(ADDRESS, { signal: AbortSignal.abort() }), isPoolError("ABORTED"));
+    const controller = new AbortController();
+    const acquiring = pool.acquire(ADDRESS, { signal: controller.signal });
+    await delay(0);
+    assert.equal(pool.stats().connecting, 1);
+    const reason = new Error("caller gave up");
+    controller.abort(reason);
+    const error = await acquiring.catch((e) => e);
+    assert.ok(error instanceof PoolError && error.code === "ABORTED");
+    assert.equal(error.cause, reason);
+    assert.equal(pool.stats().connecting, 0);
+    accept(); // the upstream accepts too late: that socket must be closed
+    await delay(0);
+    assert.equal(transport.openConnections, 0);
+    await pool.close();
+  });
+});
+
+describe("bad input is a TypeError or RangeError and opens nothing", () => {
+  const cases: Array<[string, unknown, typeof TypeError | typeof RangeError]> = [
+    ["port 0", { hostname: "a.test", port: 0 }, RangeError],
+    ["port 70000", { hostname: "a.test", port: 70000 }, RangeError],
+    ["port 1.5", { hostname: "a.test", port: 1.5 }, RangeError],
+    ["port NaN", { hostname: "a.test", port: NaN }, RangeError],
+    ["port -1", { hostname: "a.test", port: -1 }, RangeError],
+    ["port '80x'", { hostname: "a.test", port: "80x" }, TypeError],
+    ["port true", { hostname: "a.test", port: true }, TypeError],
+    ["port missing", { hostname: "a.test" }, TypeError],
+    ["empty hostname", { hostname: "", port: 80 }, TypeError],
+    ["hostname 42", { hostname: 42, port: 80 }, TypeError],
+    ["hostname with a space", { hostname: "a b", port: 80 }, TypeError],
+    ["address null", null, TypeError],
+    ["address a string", "a.test:80", TypeError],
+  ];
+  for (const [name, address, ErrorType] of cases) {
+    test(name, async () => {
+      const transport = new MemoryTransport();
+      let connects = 0;
+      transport.listen({ hostname: "a.test", port: 80 }, () => connects++);
+      const pool = new ConnectionPool({ transport });
+      const error = await pool.acquire(address as never).catch((e) => e);
+      assert.ok(error instanceof ErrorType, `expected ${ErrorType.name}, got ${error}`);
+      assert.match(error.message, /hostname|port|address/);
+      await assert.rejects(pool.add(address as never), ErrorType);
+      assert.equal(connects, 0);
+      assert.equal(transport.openConnections, 0);
+      await pool.close();
+    });
+  }
+
+  test("bad options", async () => {
+    const pool = new ConnectionPool({ transport: new MemoryTransport() });
+    await assert.rejects(pool.acquire(ADDRESS, { signal: "soon" as never }), TypeError);
+    await assert.rejects(pool.acquire(ADDRESS, null as never), TypeError);
+    assert.throws(() => new ConnectionPool({ transport: {} as never }), TypeError);
+    assert.throws(() => new ConnectionPool(5 as never), TypeError);
+    const { connection } = await setup().pool.acquire(ADDRESS);
+    await assert.rejects(connection.write("text" as never), TypeError);
+    await pool.close();
+  });
+});
+
+describe("close()", () => {
+  test("closes idle at once, borrowed when given back, connects in flight; then nothing is open", async () => {
+    const transport = new MemoryTransport();
+    transport.listen(ADDRESS, (peer) => peer.echo());
+    let accept: () => void = () => {};
+    const slow = { hostname: "slow.test", port: 1 };
+    transport.listen(slow, () => {}, {
+      accept: () => new Promise<void>((resolve) => accept = resolve),
+    });
+    const pool = new ConnectionPool({ transport });
+    const idle = await pool.acquire(ADDRESS);
+    const kept = await pool.acquire(ADDRESS);
+    const released = await pool.acquire(ADDRESS);
+    pool.retain(idle.connection);
+    const connecting = pool.acquire(slow).catch((e) => e);
+    await delay(0);
+    assert.deepEqual(pick(pool.stats()), { idle: 1, borrowed: 2, connecting: 1 });
+
+    const closing = pool.close();
+    assert.equal(pool.closed, true);
+    assert.equal(pool.stats().idle, 0);
+    assert.equal(transport.openConnections, 2, "only the two borrowed connections remain open");
+    await closing;
+    const error = await connecting;
+    assert.ok(error instanceof PoolError && error.code === "POOL_CLOSED");
+    assert.equal(pool.stats().connecting, 0);
+    accept();
+
+    await assert.rejects(pool.acquire(ADDRESS), isPoolError("POOL_CLOSED"));
+    await assert.rejects(pool.add(ADDRESS), isPoolError("POOL_CLOSED"));
+    assert.equal(await roundTrip(kept.connection, "still usable"), "still usable");
+    assert.equal(pool.retain(kept.connection), false, "retain after close closes");
+    pool.release(released.connection);
+    await delay(0);
+    assert.equal(transport.openConnections, 0);
+    assert.deepEqual(pick(pool.stats()), { idle: 0, borrowed: 0, connecting: 0 });
+    await pool.close(); // idempotent
+  });
+
+  test("await using: the scope releases a connection that was not retained", async () => {
+    const { pool, peers } = setup();
+    {
+      await using lease = await pool.acquire(ADDRESS);
+      await roundTrip(lease.connection, "scoped");
+    }
+    assert.equal(peers[0]!.closed, true);
+    {
+      await using lease = await pool.acquire(ADDRESS);
+      pool.retain(lease.connection);
+    }
+    assert.equal(pool.stats().idle, 1, "a retained connection survives the scope");
+    {
+      await using scopedPool = pool;
+      assert.equal(scopedPool.closed, false);
+    }
+    assert.equal(pool.closed, true);
+  });
+});
+
+function pick(stats: { idle: number; borrowed: number; connecting: number }) {
+  return { idle: stats.idle, borrowed: stats.borrowed, connecting: stats.connecting };
+}
