@@ -33,3 +33,4 @@ export type {
   TransportConnection,
   TransportConnectOptions,
 } from "./src/transports/transport.ts";
+export { detectTransport } from "./src/transports/detect.ts";

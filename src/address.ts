@@ -50,6 +50,7 @@ export interface ResolvedAddress {
 // Control characters, white space and characters that never appear in a
 // host name or IP literal; rejecting them early gives a clear error instead
 // of a confusing DNS failure.
+// deno-lint-ignore no-control-regex -- matching control characters is the point
 const INVALID_HOST_CHARS = /[\s\x00-\x1f\x7f/\\?#@[\]]/;
 
 /**
@@ -89,10 +90,14 @@ function normaliseHostname(hostname: unknown): string {
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
   if (host === "") throw new TypeError("Invalid address: hostname must not be empty");
   if (INVALID_HOST_CHARS.test(host)) {
-    throw new TypeError(`Invalid address: hostname ${JSON.stringify(hostname)} is not a host name or IP address`);
+    throw new TypeError(
+      `Invalid address: hostname ${JSON.stringify(hostname)} is not a host name or IP address`,
+    );
   }
   if (host.includes(":") && !/^[0-9a-fA-F:.]+(%[\w.-]+)?$/.test(host)) {
-    throw new TypeError(`Invalid address: hostname ${JSON.stringify(hostname)} is not a valid IPv6 address`);
+    throw new TypeError(
+      `Invalid address: hostname ${JSON.stringify(hostname)} is not a valid IPv6 address`,
+    );
   }
   return host.toLowerCase();
 }
@@ -109,7 +114,9 @@ function normalisePort(port: unknown): number {
     throw new TypeError(`Invalid address: port must be a number, got ${describe(port)}`);
   }
   if (!Number.isInteger(value) || value < 1 || value > 65535) {
-    throw new RangeError(`Invalid address: port must be an integer from 1 to 65535, got ${String(port)}`);
+    throw new RangeError(
+      `Invalid address: port must be an integer from 1 to 65535, got ${String(port)}`,
+    );
   }
   return value;
 }

@@ -91,10 +91,17 @@ export function connectError(address: string, cause: unknown): PoolError {
     });
   }
   if (typeof code === "string" && DNS_CODES.has(code)) {
-    return new PoolError("HOST_NOT_FOUND", `Cannot connect to "${address}": the host name did not resolve`, {
-      address,
-      cause,
-    });
+    return new PoolError(
+      "HOST_NOT_FOUND",
+      `Cannot connect to "${address}": the host name did not resolve`,
+      {
+        address,
+        cause,
+      },
+    );
   }
-  return new PoolError("CONNECT_FAILED", `Cannot connect to "${address}": ${detail}`, { address, cause });
+  return new PoolError("CONNECT_FAILED", `Cannot connect to "${address}": ${detail}`, {
+    address,
+    cause,
+  });
 }

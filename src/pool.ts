@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Address, type ResolvedAddress, resolveAddress } from "./address.ts";
+import { type Address, resolveAddress, type ResolvedAddress } from "./address.ts";
 import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { connectError, PoolError } from "./errors.ts";
 import { HostPool } from "./host_pool.ts";
@@ -258,7 +258,14 @@ export class ConnectionPool implements AsyncDisposable {
       borrowed += counts.borrowed;
       connecting += counts.connecting;
     }
-    return { idle, borrowed, connecting, byAddress, totals: { ...this.#totals }, closed: this.#closed };
+    return {
+      idle,
+      borrowed,
+      connecting,
+      byAddress,
+      totals: { ...this.#totals },
+      closed: this.#closed,
+    };
   }
 
   /**
@@ -372,10 +379,15 @@ export class ConnectionPool implements AsyncDisposable {
 
   #borrowedLease(connection: UpstreamConnection, verb: string): Lease {
     if (connection === null || typeof connection !== "object") {
-      throw new TypeError(`Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`);
+      throw new TypeError(
+        `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
+      );
     }
     if (!(connection instanceof Lease) || connection.owner !== this.#owner) {
-      throw new PoolError("NOT_BORROWED", `Cannot ${verb}: this connection was not handed out by this pool`);
+      throw new PoolError(
+        "NOT_BORROWED",
+        `Cannot ${verb}: this connection was not handed out by this pool`,
+      );
     }
     if (!connection.active) {
       throw new PoolError(

@@ -75,7 +75,11 @@ describe("acquire, retain and release", () => {
       await acquired.connection.write(encoder.encode("?"));
       return decoder.decode((await acquired.connection.read())!);
     };
-    const held = [await pool.acquire(ADDRESS), await pool.acquire(ADDRESS), await pool.acquire(ADDRESS)];
+    const held = [
+      await pool.acquire(ADDRESS),
+      await pool.acquire(ADDRESS),
+      await pool.acquire(ADDRESS),
+    ];
     assert.deepEqual(await Promise.all(held.map(whoIs)), ["0", "1", "2"]);
     for (const i of [0, 2, 1]) pool.retain(held[i]!.connection);
     const order: string[] = [];
@@ -383,8 +387,14 @@ describe("connect failures", () => {
 
   test("unresolvable: HOST_NOT_FOUND", async () => {
     const pool = new ConnectionPool({ transport: new MemoryTransport() });
-    await assert.rejects(pool.acquire({ hostname: "nowhere.invalid", port: 1 }), isPoolError("HOST_NOT_FOUND"));
-    await assert.rejects(pool.add({ hostname: "nowhere.invalid", port: 1 }), isPoolError("HOST_NOT_FOUND"));
+    await assert.rejects(
+      pool.acquire({ hostname: "nowhere.invalid", port: 1 }),
+      isPoolError("HOST_NOT_FOUND"),
+    );
+    await assert.rejects(
+      pool.add({ hostname: "nowhere.invalid", port: 1 }),
+      isPoolError("HOST_NOT_FOUND"),
+    );
     assert.deepEqual(pool.stats().byAddress, {});
     await pool.close();
   });
@@ -396,7 +406,10 @@ describe("connect failures", () => {
       accept: () => new Promise<void>((resolve) => accept = resolve),
     });
     const pool = new ConnectionPool({ transport });
-    await assert.rejects(pool.acquire(ADDRESS, { signal: AbortSignal.abort() }), isPoolError("ABORTED"));
+    await assert.rejects(
+      pool.acquire(ADDRESS, { signal: AbortSignal.abort() }),
+      isPoolError("ABORTED"),
+    );
     const controller = new AbortController();
     const acquiring = pool.acquire(ADDRESS, { signal: controller.signal });
     await delay(0);

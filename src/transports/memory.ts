@@ -25,8 +25,8 @@
  *
  * @module
  */
-import { type Address, type ResolvedAddress, resolveAddress } from "../address.ts";
-import type { Transport, TransportConnectOptions, TransportConnection } from "./transport.ts";
+import { type Address, resolveAddress, type ResolvedAddress } from "../address.ts";
+import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 
 /**
  * Serves one accepted connection; called once the connect has completed.
@@ -309,7 +309,10 @@ export class MemoryTransport implements Transport {
    * @param options An abort signal.
    * @returns The client end of the connection.
    */
-  connect(address: ResolvedAddress, options: TransportConnectOptions = {}): Promise<TransportConnection> {
+  connect(
+    address: ResolvedAddress,
+    options: TransportConnectOptions = {},
+  ): Promise<TransportConnection> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (address.hostname.endsWith(".invalid")) {
