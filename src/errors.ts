@@ -62,6 +62,8 @@ export class PoolError extends Error {
   readonly address: string | undefined;
 
   /**
+   * Creates an error with a code and, optionally, the address and cause.
+   *
    * @param code What went wrong.
    * @param message A sentence for people: what failed and why.
    * @param options The address concerned and the underlying cause.

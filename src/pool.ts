@@ -72,6 +72,8 @@ export class ConnectionPool implements AsyncDisposable {
   };
 
   /**
+   * Creates an empty pool; nothing is opened until the first `acquire` or `add`.
+   *
    * @param options How to open connections.
    * @throws {TypeError} If `options.transport` is not a transport.
    */
