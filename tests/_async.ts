@@ -15,7 +15,11 @@ export function deadline<T>(promise: Promise<T>, ms: number, what = "operation")
 }
 
 /** Polls `condition` every few milliseconds until it holds, or fails after `ms`. */
-export async function waitUntil(condition: () => boolean, ms = 2000, what = "condition"): Promise<void> {
+export async function waitUntil(
+  condition: () => boolean,
+  ms = 2000,
+  what = "condition",
+): Promise<void> {
   const end = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > end) throw new Error(`${what} did not hold within ${ms} ms`);

@@ -1,0 +1,18 @@
+// Connects with one runtime transport, leaves a read pending and unrefs the
+// connection. The process must then exit by itself: an idle pooled
+// connection may not keep a program alive. Prints "idle" once waiting.
+import process from "node:process";
+import type { Transport } from "../../src/transports/transport.ts";
+import { resolveAddress } from "../../src/address.ts";
+
+const [transportName, port] = process.argv.slice(2);
+const modules: Record<string, () => Promise<{ transport: Transport }>> = {
+  deno: async () => ({ transport: (await import("../../src/transports/deno.ts")).denoTransport }),
+  bun: async () => ({ transport: (await import("../../src/transports/bun.ts")).bunTransport }),
+  node: async () => ({ transport: (await import("../../src/transports/node.ts")).nodeTransport }),
+};
+const { transport } = await modules[transportName!]!();
+const socket = await transport.connect(resolveAddress({ hostname: "127.0.0.1", port: port! }), {});
+socket.read().then(() => {}, () => {});
+socket.unref();
+console.log("idle");

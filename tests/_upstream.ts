@@ -1,0 +1,92 @@
+// A loopback upstream for tests, written with node:net so that the same
+// server runs under Deno, Bun and Node while each runtime's own client
+// transport is under test. It listens on 127.0.0.1 on a free port.
+import * as net from "node:net";
+
+export type UpstreamMode = "echo" | "silent";
+
+export interface TestUpstreamOptions {
+  /** "echo" writes back whatever arrives; "silent" never writes by itself. */
+  mode?: UpstreamMode;
+}
+
+export class TestUpstream {
+  readonly server: net.Server;
+  readonly port: number;
+  /** Server-side sockets that are still open. */
+  readonly open: Set<net.Socket> = new Set();
+  /** How many connections were accepted in all. */
+  accepted = 0;
+  #waiters: Array<(socket: net.Socket) => void> = [];
+  #backlog: net.Socket[] = [];
+  #openWaiters: Array<() => void> = [];
+
+  private constructor(server: net.Server, port: number) {
+    this.server = server;
+    this.port = port;
+  }
+
+  static async start(options: TestUpstreamOptions = {}): Promise<TestUpstream> {
+    const mode = options.mode ?? "echo";
+    const server = net.createServer({ noDelay: true, allowHalfOpen: false });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve());
+    });
+    const port = (server.address() as net.AddressInfo).port;
+    const upstream = new TestUpstream(server, port);
+    server.on("connection", (socket) => upstream.#accept(socket, mode));
+    return upstream;
+  }
+
+  get address(): { hostname: string; port: number } {
+    return { hostname: "127.0.0.1", port: this.port };
+  }
+
+  #accept(socket: net.Socket, mode: UpstreamMode): void {
+    this.accepted++;
+    this.open.add(socket);
+    socket.setNoDelay(true);
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.open.delete(socket);
+      for (const wake of this.#openWaiters.splice(0)) wake();
+    });
+    if (mode === "echo") socket.on("data", (chunk) => socket.write(chunk));
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(socket);
+    else this.#backlog.push(socket);
+  }
+
+  /** The next accepted connection (server side), in order of arrival. */
+  nextConnection(): Promise<net.Socket> {
+    const ready = this.#backlog.shift();
+    if (ready) return Promise.resolve(ready);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Resolves once at most `count` server-side connections are open, or rejects after `ms`. */
+  async waitForOpen(count: number, ms = 2000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.open.size > count) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `expected at most ${count} open upstream connections, still ${this.open.size}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#openWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.open) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
