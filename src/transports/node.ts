@@ -1,0 +1,302 @@
+/**
+ * The Node.js transport: TCP connections through `node:net`.
+ *
+ * `node:net` is imported at the first connect, so loading this module has no
+ * side effects on any runtime. Reads adapt the socket's `'data'`/`'end'`
+ * events to the pull-based {@linkcode TransportConnection.read}; the socket's
+ * web-stream adapters are avoided (they never report EOF on a half-open
+ * socket in Node 20, and are slower).
+ *
+ * @example Use Node's sockets explicitly
+ * ```ts
+ * import { ConnectionPool } from "@upstream/pool";
+ * import { nodeTransport } from "@upstream/pool/node";
+ * const pool = new ConnectionPool({ transport: nodeTransport });
+ * ```
+ *
+ * @module
+ */
+
+import type * as net from "node:net";
+import type { ResolvedAddress } from "../address.ts";
+import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+
+export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+export type { ResolvedAddress } from "../address.ts";
+
+// Bytes a connection buffers for a reader that is not reading before it
+// pauses the socket; the kernel and Node's own buffer hold the rest.
+const HIGH_WATER_MARK = 64 * 1024;
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+let netModule: typeof net | undefined;
+
+async function loadNet(): Promise<typeof net> {
+  return netModule ??= await import("node:net");
+}
+
+function ignore(): void {}
+
+function closedError(what: string): Error {
+  return new Error(`Cannot ${what}: the connection is closed`);
+}
+
+/**
+ * One `net.Socket` behind the pull-based connection interface. Chunks that
+ * arrive while no read is pending wait in `#queue`; past the high-water mark
+ * the socket is paused until a read finds the queue empty.
+ */
+class NodeConnection implements TransportConnection {
+  readonly #socket: net.Socket;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #paused = false;
+  /** The peer's FIN was seen. */
+  #ended = false;
+  /** `close()` was called or the socket closed. */
+  #closed = false;
+  #error: Error | undefined;
+  #resolveRead: ((chunk: Uint8Array | null) => void) | undefined;
+  #rejectRead: ((error: unknown) => void) | undefined;
+  #resolveDrain: (() => void) | undefined;
+  #rejectDrain: ((error: unknown) => void) | undefined;
+
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.on("data", this.#onData);
+    socket.on("end", this.#onEnd);
+    socket.on("error", this.#onError);
+    socket.on("close", this.#onClose);
+    socket.on("drain", this.#onDrain);
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const queue = this.#queue;
+    if (queue.length > 0) {
+      const chunk = queue.shift()!;
+      this.#queuedBytes -= chunk.length;
+      return Promise.resolve(chunk);
+    }
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#ended || this.#closed) return Promise.resolve(null);
+    if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+    return new Promise((resolve, reject) => {
+      this.#resolveRead = resolve;
+      this.#rejectRead = reject;
+    });
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    const socket = this.#socket;
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#closed || socket.destroyed) return Promise.reject(closedError("write"));
+    if (socket.writableEnded) {
+      return Promise.reject(new Error("Cannot write: the connection's write side was closed"));
+    }
+    // true: Node took the bytes and its buffer is below the high-water mark.
+    if (socket.write(chunk)) return RESOLVED;
+    return new Promise((resolve, reject) => {
+      this.#resolveDrain = resolve;
+      this.#rejectDrain = reject;
+    });
+  }
+
+  closeWrite(): Promise<void> {
+    const socket = this.#socket;
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#closed || socket.destroyed) {
+      return Promise.reject(closedError("close the write side"));
+    }
+    if (socket.writableFinished) return RESOLVED;
+    return new Promise((resolve, reject) => {
+      socket.end((error?: Error | null) => error ? reject(error) : resolve());
+    });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#socket.destroy();
+    this.#settlePending(closedError("write"));
+  }
+
+  // A destroyed socket would only queue the call for a 'connect' that never comes.
+  ref(): void {
+    if (!this.#closed) this.#socket.ref();
+  }
+
+  unref(): void {
+    if (!this.#closed) this.#socket.unref();
+  }
+
+  // Handlers are arrow-function fields: bound once per connection, not per event.
+
+  #onData = (chunk: Uint8Array): void => {
+    if (chunk.length === 0) return;
+    const resolve = this.#resolveRead;
+    if (resolve !== undefined) {
+      this.#resolveRead = this.#rejectRead = undefined;
+      resolve(chunk);
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queuedBytes += chunk.length;
+    if (this.#queuedBytes >= HIGH_WATER_MARK && !this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  };
+
+  #onEnd = (): void => {
+    this.#ended = true;
+    // A pending read means the queue is empty: EOF is next.
+    const resolve = this.#resolveRead;
+    if (resolve !== undefined) {
+      this.#resolveRead = this.#rejectRead = undefined;
+      resolve(null);
+    }
+  };
+
+  #onError = (error: Error): void => {
+    this.#error ??= error;
+    this.#settlePending(this.#error);
+  };
+
+  #onClose = (): void => {
+    this.#closed = true;
+    this.#settlePending(this.#error ?? closedError("write"));
+  };
+
+  #onDrain = (): void => {
+    const resolve = this.#resolveDrain;
+    if (resolve !== undefined) {
+      this.#resolveDrain = this.#rejectDrain = undefined;
+      resolve();
+    }
+  };
+
+  /** Settles a pending read (rejects on a socket error, else EOF) and fails a waiting write. */
+  #settlePending(writeError: Error): void {
+    const resolveRead = this.#resolveRead;
+    const rejectRead = this.#rejectRead;
+    this.#resolveRead = this.#rejectRead = undefined;
+    if (this.#error !== undefined) rejectRead?.(this.#error);
+    else resolveRead?.(null);
+    const rejectDrain = this.#rejectDrain;
+    this.#resolveDrain = this.#rejectDrain = undefined;
+    rejectDrain?.(writeError);
+  }
+}
+
+function connect(
+  address: ResolvedAddress,
+  options: TransportConnectOptions,
+): Promise<TransportConnection> {
+  const signal = options.signal;
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  if (netModule === undefined) {
+    return loadNet().then(() => connect(address, options));
+  }
+  const socket = netModule.connect({
+    host: address.hostname,
+    port: address.port,
+    noDelay: true,
+    allowHalfOpen: true,
+  });
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      socket.off("connect", onConnect);
+      socket.off("error", onError);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const onConnect = (): void => {
+      done();
+      resolve(new NodeConnection(socket));
+    };
+    // Node's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
+    const fail = (reason: unknown): void => {
+      done();
+      socket.on("error", ignore); // nothing may escape as an uncaught 'error'
+      socket.destroy();
+      reject(reason);
+    };
+    const onError = (error: Error): void => fail(error);
+    const onAbort = (): void => fail(signal!.reason);
+    socket.once("connect", onConnect);
+    socket.once("error", onError);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+// The turn that settle() callers can still join: one whose first immediate
+// has not run yet.
+let joinableTurn: Promise<void> | undefined;
+
+/**
+ * Two `setImmediate`s in a row. An immediate runs in the check phase, right
+ * after the poll phase; but if settle() is called from the poll phase itself
+ * (an I/O callback, or a promise continuation after one), the first
+ * immediate runs in that same iteration, and bytes that reached the kernel
+ * after its `epoll_wait` have not been read yet. The second immediate runs
+ * only after the next full poll phase, which started after the call. A
+ * caller that arrives before the first immediate has run can share the
+ * turn; later callers start a new one. The immediates stay ref'd: an
+ * unref'd immediate can let the loop block in the poll phase.
+ */
+function settle(): Promise<void> {
+  return joinableTurn ??= new Promise<void>((resolve) => {
+    setImmediate(() => {
+      joinableTurn = undefined;
+      setImmediate(resolve);
+    });
+  });
+}
+
+/**
+ * The transport for Node.js: TCP connections made with `node:net`, with
+ * Nagle's algorithm off and half-open sockets allowed, so that
+ * {@linkcode TransportConnection.closeWrite} is a real half-close.
+ *
+ * `node:net` is loaded at the first `connect`, never at import. Connect
+ * errors are Node's own, with their `code` (`ECONNREFUSED`, `ENOTFOUND`,
+ * ...); an aborted `signal` rejects with the signal's reason and destroys
+ * the socket. A `write` resolves as soon as Node has accepted the bytes and
+ * its send buffer is below its high-water mark, otherwise at the next
+ * `'drain'`; Node may still hold a reference to the chunk until it is sent,
+ * so the caller must not modify it afterwards. `settle` costs two turns of
+ * `setImmediate` (about 2 µs), far below a loopback round trip.
+ *
+ * On Bun it also works through Bun's `node:net` (the Bun transport is
+ * faster). Not on Deno: there `setImmediate` does not wait for socket
+ * events, so `settle` would resolve too early; use the Deno transport.
+ *
+ * @example Echo one message through a local server
+ * ```ts
+ * import { createServer } from "node:net";
+ * import { resolveAddress } from "@upstream/pool";
+ * import { nodeTransport } from "@upstream/pool/node";
+ *
+ * const server = createServer((peer) => peer.pipe(peer)).listen(0, "127.0.0.1");
+ * await new Promise((resolve) => server.once("listening", resolve));
+ * const { port } = server.address() as { port: number };
+ *
+ * const socket = await nodeTransport.connect(resolveAddress({ hostname: "127.0.0.1", port }), {
+ *   signal: AbortSignal.timeout(1000),
+ * });
+ * await socket.write(new TextEncoder().encode("ping"));
+ * console.log(new TextDecoder().decode((await socket.read())!)); // "ping"
+ * socket.close();
+ * server.close();
+ * ```
+ */
+export const nodeTransport: Transport = Object.freeze({
+  name: "node",
+  connect,
+  settle,
+});

@@ -1,0 +1,168 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { describeTransportContract } from "./_transport_contract.ts";
+import { nodeTransport } from "../src/transports/node.ts";
+import type { TransportConnection } from "../src/transports/transport.ts";
+import { resolveAddress } from "../src/address.ts";
+import { runtime } from "./_runtime.ts";
+import { TestUpstream } from "./_upstream.ts";
+import { deadline, delay } from "./_async.ts";
+
+describeTransportContract("node", () => nodeTransport, {
+  skip: runtime !== "node",
+  fixtureName: "node",
+});
+
+describe("node transport", { skip: runtime !== "node" }, () => {
+  let echo: TestUpstream;
+  let silent: TestUpstream;
+  before(async () => {
+    echo = await TestUpstream.start({ mode: "echo" });
+    silent = await TestUpstream.start({ mode: "silent" });
+  });
+  after(async () => {
+    await echo.close();
+    await silent.close();
+  });
+  const connect = (upstream: TestUpstream): Promise<TransportConnection> =>
+    nodeTransport.connect(resolveAddress(upstream.address), {});
+
+  // In an I/O callback the loop is in its poll phase: a single setImmediate
+  // would run before the loop polls again and miss what arrived meanwhile.
+  // In an immediate callback, a new immediate waits for the next iteration.
+  for (const phase of ["an I/O callback", "an immediate callback"] as const) {
+    for (const what of ["bytes", "a FIN"] as const) {
+      test(`settle() called from ${phase} delivers ${what} (300 times)`, async () => {
+        let missed = 0;
+        for (let i = 0; i < 300; i++) {
+          const socket = await connect(silent);
+          const server = await silent.nextConnection();
+          let delivered = false;
+          socket.read().then(() => delivered = true, () => delivered = true);
+          const settled = new Promise<boolean>((resolve) => {
+            const provoke = (): void => {
+              const check = (): void => {
+                nodeTransport.settle().then(() => resolve(delivered));
+              };
+              if (what === "bytes") server.write("x", check);
+              else server.end(check);
+            };
+            if (phase === "an immediate callback") setImmediate(provoke);
+            else server.once("data", provoke);
+          });
+          if (phase === "an I/O callback") await socket.write(new Uint8Array([1]));
+          if (!await settled) missed++;
+          socket.close();
+          server.destroy();
+        }
+        assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of 300`);
+      });
+    }
+  }
+
+  test("concurrent settle() calls share one turn, and a turn is far cheaper than a timer", async () => {
+    assert.equal(nodeTransport.settle(), nodeTransport.settle());
+    const times: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const start = performance.now();
+      await nodeTransport.settle();
+      times.push(performance.now() - start);
+    }
+    times.sort((a, b) => a - b);
+    const median = times[times.length >> 1]!;
+    // A setTimeout(0) has a 1 ms floor; two immediates cost a few microseconds.
+    assert.ok(median < 0.25, `settle() took ${(median * 1000).toFixed(1)} µs (median)`);
+  });
+
+  test("a reader that stops reading pauses the socket, and no byte is lost", async () => {
+    const socket = await connect(silent);
+    const server = await silent.nextConnection();
+    const size = 32 * 1024 * 1024;
+    const payload = new Uint8Array(size);
+    for (let i = 0; i < size; i++) payload[i] = (i * 13 + (i >> 16)) & 0xff;
+    server.end(payload);
+    const chunks = [await socket.read()];
+    await delay(100); // nobody reads: the kernel buffers fill up, then the server's
+    assert.ok(server.writableLength > 0, "the client kept reading into memory");
+    for (let chunk = await socket.read(); chunk !== null; chunk = await socket.read()) {
+      chunks.push(chunk);
+    }
+    let offset = 0;
+    for (const chunk of chunks) {
+      assert.ok(chunk !== null && chunk.length > 0);
+      assert.ok(
+        chunk.every((byte, i) => byte === payload[offset + i]),
+        `bytes differ after ${offset}`,
+      );
+      offset += chunk.length;
+    }
+    assert.equal(offset, size);
+    socket.close();
+  });
+
+  test("write() waits for 'drain' while the peer does not read; close() rejects it", async () => {
+    const socket = await connect(silent);
+    const server = await silent.nextConnection();
+    server.pause();
+    let state = "pending";
+    const big = new Uint8Array(64 * 1024 * 1024);
+    const first = socket.write(big).then(() => state = "resolved", () => state = "rejected");
+    await delay(50);
+    assert.equal(state, "pending", "write() resolved before the bytes were taken");
+    server.resume();
+    await deadline(first, 5000, "write after drain");
+    assert.equal(state, "resolved");
+    server.pause();
+    const second = socket.write(big);
+    await delay(20);
+    socket.close();
+    await assert.rejects(second);
+    server.destroy();
+  });
+
+  test("a reset keeps Node's error code, and later reads and writes reject", async () => {
+    const socket = await connect(silent);
+    const server = await silent.nextConnection();
+    const pending = socket.read();
+    server.resetAndDestroy();
+    await assert.rejects(pending, (error: { code?: string }) => error.code === "ECONNRESET");
+    await assert.rejects(socket.read(), (error: { code?: string }) => error.code === "ECONNRESET");
+    await assert.rejects(socket.write(new Uint8Array([1])));
+    socket.close();
+  });
+
+  test("closeWrite() twice resolves; a write after it rejects", async () => {
+    const socket = await connect(echo);
+    await socket.write(new TextEncoder().encode("ab"));
+    await socket.closeWrite();
+    await socket.closeWrite();
+    await assert.rejects(socket.write(new Uint8Array([1])), /write side/);
+    let text = "";
+    for (let chunk = await socket.read(); chunk !== null; chunk = await socket.read()) {
+      text += new TextDecoder().decode(chunk);
+    }
+    assert.equal(text, "ab");
+    socket.close();
+  });
+
+  test("an abort rejects with the signal's reason", async () => {
+    const before = silent.open.size;
+    const reason = new Error("gave up");
+    await assert.rejects(
+      nodeTransport.connect(resolveAddress(silent.address), { signal: AbortSignal.abort(reason) }),
+      (error) => error === reason,
+    );
+    const late = new AbortController();
+    const pending = nodeTransport.connect(resolveAddress(silent.address), { signal: late.signal });
+    late.abort(reason);
+    await assert.rejects(pending, (error) => error === reason);
+    await silent.waitForOpen(before);
+  });
+
+  test("reads after close() resolve null", async () => {
+    const socket = await connect(echo);
+    await socket.write(new Uint8Array([1, 2, 3]));
+    socket.close();
+    assert.equal(await socket.read(), null);
+  });
+});
