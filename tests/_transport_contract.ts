@@ -3,7 +3,7 @@
 // transport; the pool core relies on exactly these properties.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import type * as net from "node:net";
+import { setImmediate } from "node:timers";
 import type { Transport, TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { TestUpstream } from "./_upstream.ts";
@@ -30,16 +30,6 @@ async function readExactly(socket: TransportConnection, length: number): Promise
     filled += chunk.length;
   }
   return out;
-}
-
-function onceWritten(socket: net.Socket, data: string): Promise<void> {
-  return new Promise((resolve, reject) =>
-    socket.write(data, (err) => err ? reject(err) : resolve())
-  );
-}
-
-function onceEnded(socket: net.Socket): Promise<void> {
-  return new Promise((resolve) => socket.end(() => resolve()));
 }
 
 export function describeTransportContract(
@@ -165,41 +155,66 @@ export function describeTransportContract(
       await assert.rejects(
         getTransport().connect(resolveAddress(silent.address), { signal: controller.signal }),
       );
-      const late = new AbortController();
-      const pending = getTransport().connect(resolveAddress(silent.address), {
-        signal: late.signal,
-      });
-      late.abort();
-      await pending.then((socket) => socket.close(), () => {});
-      await silent.waitForOpen(0);
+      // Its own upstream: a connect that cannot be cancelled (Bun's) still
+      // reaches the server, and that stale socket must not become the next
+      // test's silent.nextConnection().
+      const upstream = await TestUpstream.start({ mode: "silent" });
+      try {
+        const late = new AbortController();
+        const pending = getTransport().connect(resolveAddress(upstream.address), {
+          signal: late.signal,
+        });
+        late.abort();
+        await pending.then((socket) => socket.close(), () => {});
+        await upstream.waitForOpen(0);
+      } finally {
+        await upstream.close();
+      }
     });
 
-    for (
-      const [what, provoke] of [
-        ["bytes", (server: net.Socket) => onceWritten(server, "x")],
-        ["a FIN", (server: net.Socket) => onceEnded(server)],
-      ] as const
-    ) {
-      test(`settle() delivers ${what} already received to a pending read (300 times)`, async () => {
-        let missed = 0;
-        for (let i = 0; i < 300; i++) {
-          const socket = await connect(silent);
-          const server = await silent.nextConnection();
-          let delivered = false;
-          socket.read().then(() => delivered = true, () => delivered = true);
-          // Give the idle read time to be truly pending, as in the pool.
-          await new Promise((resolve) => setTimeout(resolve, 0));
-          assert.equal(delivered, false, "nothing was sent yet");
-          await provoke(server);
-          // The bytes are in the client's receive buffer now; JavaScript may not have them.
-          await getTransport().settle();
-          if (!delivered) missed++;
-          socket.close();
-          server.destroy();
-        }
-        assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of 300`);
-      });
+    // The pool calls settle() from anywhere: a timer, an immediate, or an I/O
+    // callback (where Node's loop is mid-poll and a single immediate would
+    // run before the next poll). The bytes or FIN are in the client's receive
+    // buffer when settle() is called: the server's write/end has completed.
+    for (const phase of ["a timer", "an I/O callback", "an immediate callback"] as const) {
+      for (const what of ["bytes", "a FIN"] as const) {
+        test(`settle() called from ${phase} delivers ${what} already received (300 times)`, async () => {
+          let missed = 0;
+          for (let i = 0; i < 300; i++) {
+            const socket = await connect(silent);
+            const server = await silent.nextConnection();
+            let delivered = false;
+            socket.read().then(() => delivered = true, () => delivered = true);
+            // Let the read become truly pending, as an idle read in the pool is.
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            assert.equal(delivered, false, "nothing was sent yet");
+            const settled = new Promise<boolean>((resolve) => {
+              const provoke = (): void => {
+                const check = (): void => {
+                  getTransport().settle().then(() => resolve(delivered));
+                };
+                if (what === "bytes") server.write("x", check);
+                else server.end(check);
+              };
+              if (phase === "an immediate callback") setImmediate(provoke);
+              else if (phase === "a timer") setTimeout(provoke, 0);
+              else server.once("data", provoke);
+            });
+            if (phase === "an I/O callback") await socket.write(new Uint8Array([1]));
+            if (!await settled) missed++;
+            socket.close();
+            server.destroy();
+          }
+          assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of 300`);
+        });
+      }
     }
+
+    test("concurrent settle() calls resolve together", async () => {
+      const order: number[] = [];
+      await Promise.all([1, 2, 3].map((n) => getTransport().settle().then(() => order.push(n))));
+      assert.deepEqual(order, [1, 2, 3]);
+    });
 
     test("an unref'd connection with a pending read lets the process exit", async () => {
       const result = await runFixture("idle_transport", [options.fixtureName, String(silent.port)]);

@@ -27,51 +27,8 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   const connect = (upstream: TestUpstream): Promise<TransportConnection> =>
     nodeTransport.connect(resolveAddress(upstream.address), {});
 
-  // In an I/O callback the loop is in its poll phase: a single setImmediate
-  // would run before the loop polls again and miss what arrived meanwhile.
-  // In an immediate callback, a new immediate waits for the next iteration.
-  for (const phase of ["an I/O callback", "an immediate callback"] as const) {
-    for (const what of ["bytes", "a FIN"] as const) {
-      test(`settle() called from ${phase} delivers ${what} (300 times)`, async () => {
-        let missed = 0;
-        for (let i = 0; i < 300; i++) {
-          const socket = await connect(silent);
-          const server = await silent.nextConnection();
-          let delivered = false;
-          socket.read().then(() => delivered = true, () => delivered = true);
-          const settled = new Promise<boolean>((resolve) => {
-            const provoke = (): void => {
-              const check = (): void => {
-                nodeTransport.settle().then(() => resolve(delivered));
-              };
-              if (what === "bytes") server.write("x", check);
-              else server.end(check);
-            };
-            if (phase === "an immediate callback") setImmediate(provoke);
-            else server.once("data", provoke);
-          });
-          if (phase === "an I/O callback") await socket.write(new Uint8Array([1]));
-          if (!await settled) missed++;
-          socket.close();
-          server.destroy();
-        }
-        assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of 300`);
-      });
-    }
-  }
-
-  test("concurrent settle() calls share one turn, and a turn is far cheaper than a timer", async () => {
+  test("concurrent settle() callers share one turn", () => {
     assert.equal(nodeTransport.settle(), nodeTransport.settle());
-    const times: number[] = [];
-    for (let i = 0; i < 1000; i++) {
-      const start = performance.now();
-      await nodeTransport.settle();
-      times.push(performance.now() - start);
-    }
-    times.sort((a, b) => a - b);
-    const median = times[times.length >> 1]!;
-    // A setTimeout(0) has a 1 ms floor; two immediates cost a few microseconds.
-    assert.ok(median < 0.25, `settle() took ${(median * 1000).toFixed(1)} µs (median)`);
   });
 
   test("a reader that stops reading pauses the socket, and no byte is lost", async () => {
