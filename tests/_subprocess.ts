@@ -17,8 +17,20 @@ export interface FixtureResult {
 
 /** Runs `tests/_fixtures/<name>` (`.ts`, or `.js` in the Node build) with `args`. */
 export function runFixture(name: string, args: string[], timeoutMs = 5000): Promise<FixtureResult> {
+  return runScript(`./_fixtures/${name}`, args, timeoutMs);
+}
+
+/**
+ * Runs a script given by its path from `tests/` without extension (`.ts`, or
+ * `.js` in the Node build), under the runtime running the suite.
+ */
+export function runScript(
+  relative: string,
+  args: string[],
+  timeoutMs = 5000,
+): Promise<FixtureResult> {
   const ext = runtime === "node" ? ".js" : ".ts";
-  const file = fileURLToPath(new URL(`./_fixtures/${name}${ext}`, import.meta.url));
+  const file = fileURLToPath(new URL(`${relative}${ext}`, import.meta.url));
   const argv = runtime === "deno"
     ? ["run", "--allow-all", file, ...args]
     : runtime === "bun"

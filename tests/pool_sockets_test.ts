@@ -1,0 +1,188 @@
+// The pool on real loopback sockets, with the default transport of the
+// runtime that runs the suite: Deno's under `deno test`, Bun's under
+// `bun test`, Node's under Node (against the npm build).
+import { afterEach, beforeEach, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import type * as net from "node:net";
+import { type Acquired, ConnectionPool, PoolError, type UpstreamConnection } from "../mod.ts";
+import { TestUpstream } from "./_upstream.ts";
+import { runFixture } from "./_subprocess.ts";
+import { runtime } from "./_runtime.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+async function roundTrip(connection: UpstreamConnection, text: string): Promise<string> {
+  await connection.write(encoder.encode(text));
+  let received = "";
+  while (received.length < text.length) {
+    const chunk = await connection.read();
+    if (chunk === null) throw new Error(`EOF after ${JSON.stringify(received)}`);
+    received += decoder.decode(chunk);
+  }
+  return received;
+}
+
+describe(`pool on ${runtime} sockets`, () => {
+  // A fresh upstream per test, so no test sees another's connections.
+  let upstream: TestUpstream;
+  beforeEach(async () => {
+    upstream = await TestUpstream.start({ mode: "echo" });
+  });
+  afterEach(() => upstream.close());
+
+  test("reuses one connection for sequential exchanges; no byte lost or repeated", async () => {
+    const pool = new ConnectionPool();
+    const accepted = upstream.accepted;
+    let sent = "";
+    let received = "";
+    for (let i = 0; i < 300; i++) {
+      const { created, connection } = await pool.acquire(upstream.address);
+      assert.equal(created, i === 0);
+      const message = `<${i}:${"y".repeat(i % 29)}>`;
+      sent += message;
+      received += await roundTrip(connection, message);
+      assert.equal(pool.retain(connection), true);
+    }
+    assert.equal(received, sent);
+    assert.equal(upstream.accepted - accepted, 1);
+    await pool.close();
+    await upstream.waitForOpen(0);
+  });
+
+  test("concurrent borrowers each get their own connection and their own bytes", async () => {
+    const pool = new ConnectionPool();
+    for (let round = 0; round < 20; round++) {
+      const leases = await Promise.all(
+        Array.from({ length: 8 }, () => pool.acquire(upstream.address)),
+      );
+      const replies = await Promise.all(
+        leases.map(({ connection }, i) => roundTrip(connection, `r${round}c${i}-`.repeat(50))),
+      );
+      replies.forEach((reply, i) => assert.equal(reply, `r${round}c${i}-`.repeat(50)));
+      for (const { connection } of leases) pool.retain(connection);
+    }
+    assert.equal(pool.stats().idle, 8);
+    assert.equal(pool.stats().totals.created, 8);
+    await pool.close();
+    await upstream.waitForOpen(0);
+  });
+
+  test("an idle connection the upstream closes or resets is evicted promptly", async () => {
+    const pool = new ConnectionPool();
+    for (const provoke of [(s: net.Socket) => s.end(), (s: net.Socket) => s.resetAndDestroy()]) {
+      const next = upstream.nextConnection();
+      const { connection } = await pool.acquire(upstream.address);
+      const server = await next;
+      pool.retain(connection);
+      const started = Date.now();
+      provoke(server);
+      while (pool.stats().idle > 0) {
+        assert.ok(Date.now() - started < 1000, "the idle connection was not evicted within 1 s");
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    assert.equal(pool.stats().totals.broken, 2);
+    await pool.close();
+    await upstream.waitForOpen(0);
+  });
+
+  test("bytes or FIN already sent into an idle connection are seen before reuse (600 rounds)", async () => {
+    const pool = new ConnectionPool();
+    let server: net.Socket | undefined;
+    const dirty: string[] = [];
+    let reused = 0;
+    for (let i = 0; i < 600; i++) {
+      const mode = i % 3; // 0: stray bytes, 1: FIN, 2: nothing (must be reused)
+      let lease = await pool.acquire(upstream.address);
+      if (lease.created) server = await upstream.nextConnection();
+      await roundTrip(lease.connection, "ping");
+      pool.retain(lease.connection);
+      // Acquire from inside the upstream's write/end callback: the bytes or
+      // the FIN are in the client's receive buffer by then.
+      lease = await new Promise<Acquired>((resolve, reject) => {
+        const acquire = () => pool.acquire(upstream.address).then(resolve, reject);
+        if (mode === 0) server!.write("stray", acquire);
+        else if (mode === 1) server!.end(acquire);
+        else acquire();
+      });
+      if (mode === 2) {
+        assert.equal(lease.created, false, "a clean idle connection must be reused");
+        reused++;
+      } else if (!lease.created) {
+        dirty.push(mode === 0 ? "bytes" : "FIN");
+        pool.release(lease.connection);
+        continue;
+      }
+      if (lease.created) server = await upstream.nextConnection();
+      await roundTrip(lease.connection, "check");
+      pool.retain(lease.connection);
+    }
+    assert.deepEqual(dirty, [], `dirty or dead handoffs: ${dirty.length}`);
+    assert.equal(reused, 200);
+    await pool.close();
+    await upstream.waitForOpen(0);
+  });
+
+  test("connect failures carry a code, the address and the cause; nothing stays connecting", async () => {
+    const pool = new ConnectionPool();
+    const closed = await TestUpstream.start();
+    const port = closed.port;
+    await closed.close();
+    const refused = await pool.acquire({ hostname: "127.0.0.1", port }).catch((e) => e);
+    assert.ok(refused instanceof PoolError, String(refused));
+    assert.equal(refused.code, "CONNECT_REFUSED");
+    assert.equal(refused.address, `127.0.0.1:${port}`);
+    assert.ok(refused.cause instanceof Error);
+    const unknown = await pool.acquire({ hostname: "no-such-host.invalid", port: 80 }).catch((e) =>
+      e
+    );
+    assert.equal(unknown.code, "HOST_NOT_FOUND");
+    const aborted = await pool.acquire(upstream.address, { signal: AbortSignal.abort() })
+      .catch((e) => e);
+    assert.equal(aborted.code, "ABORTED");
+    assert.deepEqual(
+      [pool.stats().idle, pool.stats().borrowed, pool.stats().connecting],
+      [0, 0, 0],
+    );
+    await pool.close();
+  });
+
+  test("close() closes idle ones at once and borrowed ones when they come back", async () => {
+    const pool = new ConnectionPool();
+    const leases = await Promise.all([1, 2, 3].map(() => pool.acquire(upstream.address)));
+    for (const { connection } of leases) await roundTrip(connection, "x");
+    pool.retain(leases[0]!.connection);
+    pool.retain(leases[1]!.connection);
+    await pool.close();
+    await upstream.waitForOpen(1);
+    await assert.rejects(
+      pool.acquire(upstream.address),
+      (e: PoolError) => e.code === "POOL_CLOSED",
+    );
+    assert.equal(await roundTrip(leases[2]!.connection, "still mine"), "still mine");
+    assert.equal(pool.retain(leases[2]!.connection), false);
+    await upstream.waitForOpen(0);
+  });
+
+  for (const mode of ["idle", "closed"]) {
+    test(`a process with a ${mode} pool exits by itself, with no socket or timer left`, async () => {
+      const result = await runFixture("pool_lifecycle", [String(upstream.port), mode]);
+      assert.equal(
+        result.killed,
+        false,
+        `the process was kept alive: ${result.stdout}${result.stderr}`,
+      );
+      assert.equal(result.code, 0, result.stderr);
+      const report = JSON.parse(result.stdout.trim());
+      assert.equal(report.borrowed, 0);
+      assert.equal(report.idle, mode === "idle" ? 3 : 0);
+      // Only timers and sockets count: stdout and stderr are pipes.
+      const leftovers = (report.resources as string[]).filter((name) =>
+        /Timeout|Immediate|TCPSocketWrap|TCPWrap/.test(name)
+      );
+      if (mode === "closed") assert.deepEqual(leftovers, []);
+      await upstream.waitForOpen(0);
+    });
+  }
+});
