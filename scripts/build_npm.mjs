@@ -87,7 +87,8 @@ const libraryFiles = fs.readdirSync(esmDir, { withFileTypes: true })
 // byte-for-byte, next to the declarations of the first pass.
 if (fs.existsSync(path.join(root, "tests"))) {
   compile("tests", {
-    include: [path.join(root, "tests", "**", "*.ts")],
+    // The examples come along so the suite can run the demo under Node too.
+    include: [path.join(root, "tests", "**", "*.ts"), path.join(root, "examples", "**", "*.ts")],
     compilerOptions: { declaration: false },
   });
   copyData(path.join(root, "tests"), path.join(esmDir, "tests"));

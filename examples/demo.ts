@@ -1,0 +1,177 @@
+/**
+ * The pool at work on an upstream it starts itself: a small line-protocol
+ * key-value server on 127.0.0.1 that, like most real servers, closes
+ * connections that sit idle too long.
+ *
+ * Run with `npm run demo` (Deno), `bun examples/demo.ts`, or under Node from
+ * the npm build (`node npm/esm/examples/demo.js`). It prints:
+ * 1. connections opened vs reused, sequential and with concurrent callers;
+ * 2. idle connections that the upstream closed being noticed and replaced
+ *    without a failed request;
+ * 3. round-trip time through the pool vs a new connection per request,
+ *    measured in this run.
+ *
+ * @module
+ */
+import * as net from "node:net";
+import process from "node:process";
+import { ConnectionPool, type UpstreamConnection } from "../mod.ts";
+
+const IDLE_TIMEOUT_MS = 200;
+const SEQUENTIAL = 2000;
+const CALLERS = 16;
+const PER_CALLER = 250;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A key-value server: "GET key\n" answers "+value\n"; idle connections close. */
+async function startUpstream(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.end());
+    let buffered = "";
+    socket.on("data", (chunk) => {
+      buffered += chunk.toString("latin1");
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) !== -1) {
+        const key = buffered.slice(4, newline);
+        buffered = buffered.slice(newline + 1);
+        socket.write(`+value-of-${key}\n`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Sends one GET and reads the one-line reply. */
+async function get(connection: UpstreamConnection, key: string): Promise<string> {
+  await connection.write(encoder.encode(`GET ${key}\n`));
+  let reply = "";
+  while (!reply.endsWith("\n")) {
+    const chunk = await connection.read();
+    if (chunk === null) throw new Error("the upstream closed the connection mid-request");
+    reply += decoder.decode(chunk);
+  }
+  return reply;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+function table(rows: Array<[string, string]>): string {
+  const width = Math.max(...rows.map(([label]) => label.length));
+  return rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join("\n");
+}
+
+const upstream = await startUpstream();
+const address = { hostname: "127.0.0.1", port: upstream.port };
+const pool = new ConnectionPool();
+let failed = 0;
+
+async function pooledRequest(key: string): Promise<number> {
+  const started = performance.now();
+  const { connection } = await pool.acquire(address);
+  try {
+    const reply = await get(connection, key);
+    if (reply !== `+value-of-${key}\n`) throw new Error(`wrong reply ${JSON.stringify(reply)}`);
+    pool.retain(connection);
+  } catch (error) {
+    pool.release(connection);
+    failed++;
+    console.error(`request ${key} failed:`, error);
+  }
+  return (performance.now() - started) * 1000;
+}
+
+// 1. Sequential requests, then concurrent callers.
+const pooledTimes: number[] = [];
+for (let i = 0; i < SEQUENTIAL; i++) pooledTimes.push(await pooledRequest(`k${i}`));
+const afterSequential = pool.stats().totals;
+await Promise.all(
+  Array.from({ length: CALLERS }, async (_, caller) => {
+    for (let i = 0; i < PER_CALLER; i++) await pooledRequest(`c${caller}-${i}`);
+  }),
+);
+const afterConcurrent = pool.stats();
+
+// 2. Let the idle connections outlive the upstream's idle timeout: the pool
+// must notice each close on its own, before anyone asks for a connection.
+const idleBefore = afterConcurrent.idle;
+await new Promise((resolve) => setTimeout(resolve, IDLE_TIMEOUT_MS * 2.5));
+const afterIdle = pool.stats();
+for (let i = 0; i < 100; i++) await pooledRequest(`after-idle-${i}`);
+const afterRecovery = pool.stats();
+
+// 3. The same requests with a new connection each time.
+const freshTimes: number[] = [];
+const fresh = new ConnectionPool();
+for (let i = 0; i < SEQUENTIAL; i++) {
+  const started = performance.now();
+  const { connection } = await fresh.acquire(address);
+  await get(connection, `k${i}`);
+  fresh.release(connection);
+  freshTimes.push((performance.now() - started) * 1000);
+}
+await fresh.close();
+await pool.close();
+await upstream.close();
+
+const host = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+const runtimeName = host.Deno
+  ? `Deno ${host.Deno.version.deno}`
+  : host.Bun
+  ? `Bun ${host.Bun.version}`
+  : `Node ${process.version}`;
+const pooledMedian = median(pooledTimes);
+const freshMedian = median(freshTimes);
+const concurrentCreated = afterConcurrent.totals.created - afterSequential.created;
+const concurrentReused = afterConcurrent.totals.reused - afterSequential.reused;
+console.log(`upstream-pool demo on ${runtimeName}`);
+console.log(
+  `upstream: 127.0.0.1:${upstream.port}, closes connections idle for ${IDLE_TIMEOUT_MS} ms\n`,
+);
+console.log("1. Opened vs reused");
+console.log(table([
+  [
+    `${SEQUENTIAL} sequential requests`,
+    `${afterSequential.created} opened, ${afterSequential.reused} reused`,
+  ],
+  [
+    `${CALLERS} callers x ${PER_CALLER} requests`,
+    `${concurrentCreated} opened, ${concurrentReused} reused (idle afterwards: ${afterConcurrent.idle})`,
+  ],
+]));
+console.log("\n2. Idle connections closed by the upstream");
+console.log(table([
+  ["idle before the pause", String(idleBefore)],
+  [
+    `idle after ${IDLE_TIMEOUT_MS * 2.5} ms`,
+    `${afterIdle.idle} (${afterIdle.totals.broken} closes noticed while idle, none by a request)`,
+  ],
+  [
+    "next 100 requests",
+    `${afterRecovery.totals.created - afterIdle.totals.created} opened, ${
+      afterRecovery.totals.reused - afterIdle.totals.reused
+    } reused`,
+  ],
+  ["failed requests, whole demo", String(failed)],
+]));
+console.log("\n3. Round trip, median of " + SEQUENTIAL);
+console.log(table([
+  ["through the pool", `${pooledMedian.toFixed(0)} µs`],
+  ["new connection per request", `${freshMedian.toFixed(0)} µs`],
+  ["pool speed-up", `${(freshMedian / pooledMedian).toFixed(2)}x`],
+]));
+if (failed > 0 || afterIdle.idle !== 0) process.exitCode = 1;

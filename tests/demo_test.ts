@@ -1,0 +1,16 @@
+// The README's first command runs the demo: it must keep working, on every
+// runtime. Figures in its output are timings and are not asserted; its
+// counts and its failure count are.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { runScript } from "./_subprocess.ts";
+
+test("the demo runs against its embedded upstream with no failed request", async () => {
+  const result = await runScript("../examples/demo", [], 60_000);
+  assert.equal(result.killed, false, "the demo did not finish within 60 s");
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  assert.match(result.stdout, /2000 sequential requests\s+1 opened, 1999 reused/);
+  assert.match(result.stdout, /idle after \d+ ms\s+0 \(16 closes noticed while idle/);
+  assert.match(result.stdout, /failed requests, whole demo\s+0\n/);
+  assert.match(result.stdout, /pool speed-up\s+[\d.]+x/);
+});
