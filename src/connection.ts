@@ -51,7 +51,8 @@ export interface UpstreamConnection {
    */
   read(): Promise<Uint8Array | null>;
   /**
-   * Writes all of `chunk`. Overlapping writes go out in call order.
+   * Writes all of `chunk`. Overlapping writes go out in call order. The
+   * runtime may keep `chunk` until it is sent: do not modify it afterwards.
    *
    * @throws {PoolError} `LEASE_ENDED` after the connection was given back;
    * `CONNECTION_LOST` if the connection failed.

@@ -36,16 +36,18 @@ export interface TransportConnection {
   read(): Promise<Uint8Array | null>;
   /**
    * Writes all of `chunk`, looping over partial writes. Resolves once the
-   * runtime has taken every byte (it may still be in flight); rejects if the
-   * connection is closed or failed. Writes are never issued concurrently.
+   * runtime has taken every byte (it may still be in flight, and the
+   * runtime may still hold `chunk` itself: callers must not modify it
+   * afterwards); rejects if the connection is closed or failed. Writes are
+   * never issued concurrently.
    */
   write(chunk: Uint8Array): Promise<void>;
   /** Sends FIN (half-close): no more writes, reads still work. */
   closeWrite(): Promise<void>;
   /**
    * Closes the connection at once and frees its socket. A pending read
-   * settles (with `null` or a rejection; the pool ignores which). Safe to
-   * call more than once.
+   * settles (with `null` or a rejection; the pool ignores which), and later
+   * reads resolve `null`. Safe to call more than once.
    */
   close(): void;
   /** Lets this connection keep the process alive (the default). */
@@ -86,12 +88,14 @@ export interface Transport {
     options: TransportConnectOptions,
   ): Promise<TransportConnection>;
   /**
-   * Resolves once the runtime has delivered to JavaScript every byte and
-   * every EOF or error that had already reached any of this transport's
-   * connections when `settle` was called. The pool awaits it before handing
-   * out an idle connection, so that bytes or a FIN sitting in the receive
-   * buffer are seen first. It must cost far less than a round trip: one turn
-   * of the event loop's I/O phase, not a timer.
+   * Resolves once every connection of this transport whose receive buffer
+   * held anything (bytes, a FIN, an error) when `settle` was called has
+   * settled the read pending on it. That is all the pool needs: it awaits
+   * `settle` before handing out an idle connection, and any outcome of the
+   * idle read evicts it. (Not every byte: Bun, for one, delivers data and a
+   * FIN that arrived together in two polls.) It must be called safely from
+   * any phase (a timer, an immediate, an I/O callback) and cost far less
+   * than a round trip: a turn of the event loop's I/O phase, not a timer.
    */
   settle(): Promise<void>;
 }
