@@ -87,8 +87,9 @@ const libraryFiles = fs.readdirSync(esmDir, { withFileTypes: true })
 // byte-for-byte, next to the declarations of the first pass.
 if (fs.existsSync(path.join(root, "tests"))) {
   compile("tests", {
-    // The examples come along so the suite can run the demo under Node too.
-    include: [path.join(root, "tests", "**", "*.ts"), path.join(root, "examples", "**", "*.ts")],
+    // The examples come along so the suite can run the demo under Node too,
+    // and the benchmarks for `npm run bench` (npm/esm/bench/).
+    include: ["tests", "examples", "bench"].map((dir) => path.join(root, dir, "**", "*.ts")),
     compilerOptions: { declaration: false },
   });
   copyData(path.join(root, "tests"), path.join(esmDir, "tests"));
@@ -144,8 +145,8 @@ const pack = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"
 if (pack.status !== 0) fail(`npm pack --dry-run failed:\n${pack.stderr}`);
 const [tarball] = JSON.parse(pack.stdout);
 const packed = tarball.files.map((file) => file.path);
-const leaked = packed.filter((file) => file.startsWith("esm/tests/"));
-if (leaked.length > 0) fail(`the package would publish tests: ${leaked.join(", ")}`);
+const leaked = packed.filter((file) => /^esm\/(tests|examples|bench)\//.test(file));
+if (leaked.length > 0) fail(`the package would publish local-only files: ${leaked.join(", ")}`);
 for (const required of ["package.json", "README.md", "LICENSE"]) {
   if (!packed.includes(required)) fail(`the package would not include ${required}`);
 }
