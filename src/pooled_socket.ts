@@ -130,22 +130,34 @@ export class PooledSocket {
 
   write(chunk: Uint8Array): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    this.#writes++;
-    const run = (): Promise<void> =>
-      this.transport.write(chunk).then(
-        () => {
-          this.#writes--;
-        },
-        (cause) => {
-          this.#writes--;
-          throw this.#fail(cause, "write");
-        },
+    // Overlapping writes are serialised; the common case has none in flight.
+    const done = ++this.#writes === 1
+      ? this.transport.write(chunk).then(this.#wrote, this.#writeFailed)
+      : this.#writeTail.then(() => this.transport.write(chunk)).then(
+        this.#wrote,
+        this.#writeFailed,
       );
-    // Serialise overlapping writes; the common case has none in flight.
-    const done = this.#writes === 1 ? run() : this.#writeTail.then(run);
-    this.#writeTail = done.catch(() => {});
+    this.#writeTail = done;
     return done;
   }
+
+  // Bound once per socket: no closures are allocated per write or read.
+  #wrote = (): void => {
+    this.#writes--;
+  };
+
+  #writeFailed = (cause: unknown): never => {
+    this.#writes--;
+    throw this.#fail(cause, "write");
+  };
+
+  #onChunk = (chunk: Uint8Array | null): void => {
+    this.#arrive(chunk === null ? EOF : { chunk });
+  };
+
+  #onReadError = (error: unknown): void => {
+    this.#arrive({ error: this.#fail(error, "read") });
+  };
 
   closeWrite(): Promise<void> {
     this.reusable = false;
@@ -158,10 +170,7 @@ export class PooledSocket {
     if (this.#reading || this.#ended || this.#failure !== undefined) return;
     if (this.#unread !== null) return;
     this.#reading = true;
-    this.transport.read().then(
-      (chunk) => this.#arrive(chunk === null ? EOF : { chunk }),
-      (error) => this.#arrive({ error: this.#fail(error, "read") }),
-    );
+    this.transport.read().then(this.#onChunk, this.#onReadError);
   }
 
   #arrive(outcome: ReadOutcome): void {
