@@ -1,0 +1,173 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import type * as net from "node:net";
+import { describeTransportContract } from "./_transport_contract.ts";
+import { denoTransport } from "../src/transports/deno.ts";
+import type { TransportConnection } from "../src/transports/transport.ts";
+import { resolveAddress } from "../src/address.ts";
+import { runtime } from "./_runtime.ts";
+import { TestUpstream } from "./_upstream.ts";
+import { deadline, delay } from "./_async.ts";
+
+// Deno's own test runner can check for leaked resources and ops; node:test
+// cannot. Looked up at run time so that tsc compiles this file without Deno's types.
+// Registered first so that it runs first, before any test has opened the pair.
+interface DenoTestRunner {
+  test(definition: {
+    name: string;
+    sanitizeResources: boolean;
+    sanitizeOps: boolean;
+    fn: () => Promise<void>;
+  }): void;
+}
+const denoRunner = (globalThis as unknown as { Deno?: DenoTestRunner }).Deno;
+denoRunner?.test({
+  name: "deno transport: nothing is left open once every connection is closed",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    const upstream = await TestUpstream.start({ mode: "echo" });
+    const socket = await denoTransport.connect(resolveAddress(upstream.address), {});
+    await denoTransport.settle(); // opens the loopback pair behind settle()
+    await socket.write(new TextEncoder().encode("ping"));
+    assert.ok(await socket.read());
+    socket.close();
+    await upstream.close();
+  },
+});
+
+describeTransportContract("deno", () => denoTransport, {
+  skip: runtime !== "deno",
+  fixtureName: "deno",
+});
+
+function pattern(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (i * seed + (i >> 16)) & 0xff;
+  return bytes;
+}
+
+function allEnded(sockets: net.Socket[]): Promise<void> {
+  return Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.end(resolve))))
+    .then(() => {});
+}
+
+describe("deno transport", { skip: runtime !== "deno" }, () => {
+  let silent: TestUpstream;
+  before(async () => {
+    silent = await TestUpstream.start({ mode: "silent" });
+  });
+  after(async () => {
+    await silent.close();
+  });
+  const connect = (): Promise<TransportConnection> =>
+    denoTransport.connect(resolveAddress(silent.address), {});
+
+  test("a DNS failure keeps Deno's error and gains code ENOTFOUND", async () => {
+    const address = resolveAddress({ hostname: "no-such-host.invalid", port: 80 });
+    await assert.rejects(denoTransport.connect(address, {}), (error: Error & { code?: string }) => {
+      assert.ok(error instanceof Error);
+      assert.match(error.message, /failed to lookup address information/);
+      assert.equal(error.code, "ENOTFOUND");
+      return true;
+    });
+  });
+
+  test("write() finishes a write that the kernel takes in parts", async () => {
+    const socket = await connect();
+    const server = await silent.nextConnection();
+    server.pause();
+    const payload = pattern(32 * 1024 * 1024, 11);
+    let written = false;
+    const writing = socket.write(payload).then(() => written = true);
+    await delay(50);
+    assert.equal(written, false, "32 MiB cannot fit in the socket buffers of a paused peer");
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const all = new Promise<void>((resolve) => {
+      server.on("data", (chunk: Buffer) => {
+        chunks.push(chunk);
+        received += chunk.length;
+        if (received >= payload.length) resolve();
+      });
+    });
+    server.resume();
+    await deadline(Promise.all([writing, all]), 10_000, "the 32 MiB write");
+    const joined = new Uint8Array(received);
+    let offset = 0;
+    for (const chunk of chunks) {
+      joined.set(chunk, offset);
+      offset += chunk.length;
+    }
+    assert.equal(received, payload.length);
+    assert.ok(joined.every((byte, i) => byte === payload[i]), "bytes differ");
+    socket.close();
+    server.destroy();
+  });
+
+  test("a small chunk is a copy, not a view that pins the read buffer", async () => {
+    const socket = await connect();
+    const server = await silent.nextConnection();
+    server.write("hi");
+    const chunk = await socket.read();
+    assert.ok(chunk !== null);
+    assert.equal(chunk.buffer.byteLength, chunk.length);
+    socket.close();
+    server.destroy();
+  });
+
+  test("write() and closeWrite() reject after close()", async () => {
+    const socket = await connect();
+    const server = await silent.nextConnection();
+    socket.close();
+    await assert.rejects(socket.write(new Uint8Array(0)), /closed/);
+    await assert.rejects(socket.closeWrite(), /closed/);
+    assert.equal(await socket.read(), null);
+    socket.ref();
+    socket.unref();
+    server.destroy();
+  });
+
+  test("concurrent settle() callers share one turn", async () => {
+    const socket = await connect();
+    const server = await silent.nextConnection();
+    const first = denoTransport.settle();
+    assert.equal(denoTransport.settle(), first);
+    await first;
+    socket.close();
+    server.destroy();
+  });
+
+  // Deno completes at most 128 I/O operations per turn of its event loop;
+  // a single ping would overtake the EOFs still waiting behind that budget.
+  test("settle() delivers the EOFs of 600 idle connections ended at once", async () => {
+    const count = 600;
+    const sockets: TransportConnection[] = [];
+    const servers: net.Socket[] = [];
+    for (let i = 0; i < count; i += 100) {
+      sockets.push(...await Promise.all(Array.from({ length: 100 }, connect)));
+      for (let j = 0; j < 100; j++) servers.push(await silent.nextConnection());
+    }
+    let delivered = 0;
+    for (const socket of sockets) {
+      socket.unref(); // idle, as the pool leaves it
+      socket.read().then(async () => {
+        await null; // a pool adds a few steps before it notices
+        delivered++;
+      }, () => delivered++);
+    }
+    await delay(5);
+    assert.equal(delivered, 0);
+    await allEnded(servers);
+    await denoTransport.settle();
+    assert.equal(count - delivered, 0, `settle() left ${count - delivered} EOFs undelivered`);
+    for (const socket of sockets) socket.close();
+  });
+});
+
+describe("deno transport off Deno", { skip: runtime === "deno" }, () => {
+  test("connect() rejects with a TypeError naming the missing runtime", async () => {
+    const address = resolveAddress({ hostname: "127.0.0.1", port: 9 });
+    await assert.rejects(denoTransport.connect(address, {}), TypeError);
+  });
+});
