@@ -195,7 +195,7 @@ if (strays.length > 0) {
 }
 
 if (wanted("checks")) {
-  await check("deno check", denoBin, ["check", ...checkedFiles]);
+  await check("deno check", denoBin, ["check", "--doc", ...checkedFiles]);
   await check("deno lint", denoBin, ["lint"]);
   await check("deno fmt --check", denoBin, ["fmt", "--check"]);
   await check("deno doc --lint", denoBin, ["doc", "--lint", ...entryPoints]);

@@ -19,6 +19,12 @@
  * - `LEASE_ENDED`: a read or write on a connection after it was given back.
  * - `CONNECTION_LOST`: a read or write failed on an open connection (reset,
  *   broken pipe; see `cause`).
+ *
+ * @example Retry only what may succeed on a second try
+ * ```ts
+ * import type { PoolErrorCode } from "@upstream/pool";
+ * const transient: PoolErrorCode[] = ["CONNECT_REFUSED", "CONNECTION_LOST"];
+ * ```
  */
 export type PoolErrorCode =
   | "CONNECT_REFUSED"
@@ -30,7 +36,16 @@ export type PoolErrorCode =
   | "LEASE_ENDED"
   | "CONNECTION_LOST";
 
-/** Options for {@linkcode PoolError}. */
+/**
+ * Options for {@linkcode PoolError}.
+ *
+ * @example
+ * ```ts
+ * import { PoolError } from "@upstream/pool";
+ * const error = new PoolError("POOL_CLOSED", "The pool is closed", { address: "db.test:5432" });
+ * console.log(error.address); // "db.test:5432"
+ * ```
+ */
 export interface PoolErrorOptions {
   /** The upstream's pool key, such as `"127.0.0.1:6379"`, when one is involved. */
   address?: string;

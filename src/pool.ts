@@ -13,7 +13,18 @@ import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { detectTransport } from "./transports/detect.ts";
 import type { Transport } from "./transports/transport.ts";
 
-/** Options for {@linkcode ConnectionPool}. */
+/**
+ * Options for {@linkcode ConnectionPool}.
+ *
+ * @example Choose the transport explicitly
+ * ```ts
+ * import { ConnectionPool, type ConnectionPoolOptions } from "@upstream/pool";
+ * import { MemoryTransport } from "@upstream/pool/memory";
+ * const options: ConnectionPoolOptions = { transport: new MemoryTransport() };
+ * const pool = new ConnectionPool(options);
+ * await pool.close();
+ * ```
+ */
 export interface ConnectionPoolOptions {
   /**
    * Opens the connections. Pass `denoTransport`, `bunTransport`,
@@ -24,7 +35,15 @@ export interface ConnectionPoolOptions {
   transport?: Transport;
 }
 
-/** Options for {@linkcode ConnectionPool.acquire}. */
+/**
+ * Options for {@linkcode ConnectionPool.acquire}.
+ *
+ * @example Give up after 500 ms
+ * ```ts ignore
+ * const options: AcquireOptions = { signal: AbortSignal.timeout(500) };
+ * const { connection } = await pool.acquire(address, options);
+ * ```
+ */
 export interface AcquireOptions {
   /** Aborts the acquire; it then rejects with a `PoolError` of code `ABORTED`. */
   signal?: AbortSignal;

@@ -31,10 +31,31 @@ import type { Transport, TransportConnection, TransportConnectOptions } from "./
 /**
  * Serves one accepted connection; called once the connect has completed.
  * What it returns is ignored.
+ *
+ * @example An upstream that greets, then echoes
+ * ```ts
+ * import type { MemoryHandler } from "@upstream/pool/memory";
+ * const greeter: MemoryHandler = (peer) => {
+ *   peer.write("hello\n");
+ *   return peer.echo();
+ * };
+ * ```
  */
 export type MemoryHandler = (peer: MemoryPeer) => unknown;
 
-/** Options for {@linkcode MemoryTransport.listen}. */
+/**
+ * Options for {@linkcode MemoryTransport.listen}.
+ *
+ * @example Hold every connect until the test lets it through
+ * ```ts
+ * import { MemoryTransport } from "@upstream/pool/memory";
+ * let open = (): void => {};
+ * const gate = new Promise<void>((resolve) => open = resolve);
+ * const transport = new MemoryTransport();
+ * transport.listen({ hostname: "slow.test", port: 1 }, () => {}, { accept: () => gate });
+ * open();
+ * ```
+ */
 export interface MemoryListenOptions {
   /**
    * Decides each connect before it completes: the connect waits for the

@@ -56,7 +56,14 @@ export interface TransportConnection {
   unref(): void;
 }
 
-/** Options for {@linkcode Transport.connect}. */
+/**
+ * Options for {@linkcode Transport.connect}.
+ *
+ * @example Connect with a deadline
+ * ```ts ignore
+ * const socket = await transport.connect(address, { signal: AbortSignal.timeout(1000) });
+ * ```
+ */
 export interface TransportConnectOptions {
   /**
    * Aborts the connect. The promise then rejects, and a socket that opens
