@@ -11,7 +11,7 @@ import { HostPool } from "./host_pool.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { detectTransport } from "./transports/detect.ts";
-import type { Transport } from "./transports/transport.ts";
+import type { Transport, TransportConnection } from "./transports/transport.ts";
 
 /**
  * Options for {@linkcode ConnectionPool}.
@@ -79,7 +79,9 @@ export class ConnectionPool implements AsyncDisposable {
   #transport: Transport | undefined;
   #hosts: Map<string, HostPool> = new Map();
   #closed = false;
-  #closing: AbortController = new AbortController();
+  // One controller per connect in progress, so that close() can abort them
+  // without every connect listening on one long-lived signal.
+  #connectAborts: Set<AbortController> = new Set();
   #connects: Set<Promise<unknown>> = new Set();
   #totals: PoolTotals = { created: 0, reused: 0, failed: 0, broken: 0, dropped: 0, released: 0 };
   // Callbacks for sockets and leases, kept off the public surface.
@@ -303,7 +305,8 @@ export class ConnectionPool implements AsyncDisposable {
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#closing.abort(new PoolError("POOL_CLOSED", "The pool was closed"));
+      const reason = new PoolError("POOL_CLOSED", "The pool was closed");
+      for (const controller of this.#connectAborts) controller.abort(reason);
       for (const host of [...this.#hosts.values()]) {
         for (const socket of host.idle.splice(0)) socket.close();
         this.#forgetIfEmpty(host);
@@ -353,24 +356,30 @@ export class ConnectionPool implements AsyncDisposable {
     address: ResolvedAddress,
     signal: AbortSignal | undefined,
   ): Promise<PooledSocket> {
-    let socket: PooledSocket;
+    const abort = new AbortController();
+    const onAbort = (): void => abort.abort(signal!.reason);
+    this.#connectAborts.add(abort);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let connection: TransportConnection | undefined;
+    let failure: unknown;
     try {
       const transport = this.#transport ??= await detectTransport();
-      const abort = signal === undefined
-        ? this.#closing.signal
-        : AbortSignal.any([signal, this.#closing.signal]);
-      const connection = await transport.connect(address, { signal: abort });
-      socket = new PooledSocket(address, connection, this.#owner);
+      connection = await transport.connect(address, { signal: abort.signal });
     } catch (cause) {
-      host.connecting--;
+      failure = cause;
+    }
+    this.#connectAborts.delete(abort);
+    signal?.removeEventListener("abort", onAbort);
+    host.connecting--;
+    if (connection === undefined) {
       this.#totals.failed++;
       this.#forgetIfEmpty(host);
-      if (this.#closed) throw closedError(address, cause);
+      if (this.#closed) throw closedError(address, failure);
       if (signal?.aborted) throw abortedError(address, signal);
-      throw connectError(address.key, cause);
+      throw connectError(address.key, failure);
     }
-    host.connecting--;
     this.#totals.created++;
+    const socket = new PooledSocket(address, connection, this.#owner);
     if (this.#closed) {
       socket.close();
       this.#forgetIfEmpty(host);

@@ -427,6 +427,23 @@ describe("connect failures", () => {
   });
 });
 
+describe("abort signals", () => {
+  test("a signal shared by many acquires is let go once their connects finish", async () => {
+    const { pool } = setup();
+    const controller = new AbortController();
+    const leases = await Promise.all(
+      Array.from({ length: 50 }, () => pool.acquire(ADDRESS, { signal: controller.signal })),
+    );
+    controller.abort(new Error("too late to matter"));
+    for (const [i, { connection }] of leases.entries()) {
+      assert.equal(await roundTrip(connection, `n${i}`), `n${i}`);
+      assert.equal(pool.retain(connection), true);
+    }
+    assert.deepEqual(pick(pool.stats()), { idle: 50, borrowed: 0, connecting: 0 });
+    await pool.close();
+  });
+});
+
 describe("bad input is a TypeError or RangeError and opens nothing", () => {
   const cases: Array<[string, unknown, typeof TypeError | typeof RangeError]> = [
     ["port 0", { hostname: "a.test", port: 0 }, RangeError],
