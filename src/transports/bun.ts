@@ -21,6 +21,7 @@
 
 import type { ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import { twoImmediateTurns } from "./_immediate_turns.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -333,12 +334,8 @@ function connect(
   });
 }
 
-// The turn that settle() callers can still join: one whose first immediate
-// has not run yet.
-let joinableTurn: Promise<void> | undefined;
-
 /*
- * Bun's loop runs, in each iteration: immediates, then the I/O poll
+ * settle() is two chained immediates (_immediate_turns.ts). Bun's loop runs, in each iteration: immediates, then the I/O poll
  * (epoll_pwait2, zero timeout while immediates or due timers wait, socket
  * callbacks run during it), then timers. An immediate queued during the
  * immediate phase waits for the next iteration. So the second of two chained
@@ -362,14 +359,7 @@ let joinableTurn: Promise<void> | undefined;
  * together, the data is delivered (so a pending read resolves) and the FIN
  * one turn later.
  */
-function settle(): Promise<void> {
-  return joinableTurn ??= new Promise<void>((resolve) => {
-    setImmediate(() => {
-      joinableTurn = undefined;
-      setImmediate(resolve);
-    });
-  });
-}
+const settle: () => Promise<void> = twoImmediateTurns;
 
 /**
  * The transport for Bun: TCP connections made with `Bun.connect`, half-open

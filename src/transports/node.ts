@@ -20,6 +20,7 @@
 import type * as net from "node:net";
 import type { ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import { twoImmediateTurns } from "./_immediate_turns.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -234,29 +235,13 @@ function connect(
   });
 }
 
-// The turn that settle() callers can still join: one whose first immediate
-// has not run yet.
-let joinableTurn: Promise<void> | undefined;
-
-/**
- * Two `setImmediate`s in a row. An immediate runs in the check phase, right
- * after the poll phase; but if settle() is called from the poll phase itself
- * (an I/O callback, or a promise continuation after one), the first
- * immediate runs in that same iteration, and bytes that reached the kernel
- * after its `epoll_wait` have not been read yet. The second immediate runs
- * only after the next full poll phase, which started after the call. A
- * caller that arrives before the first immediate has run can share the
- * turn; later callers start a new one. The immediates stay ref'd: an
- * unref'd immediate can let the loop block in the poll phase.
- */
-function settle(): Promise<void> {
-  return joinableTurn ??= new Promise<void>((resolve) => {
-    setImmediate(() => {
-      joinableTurn = undefined;
-      setImmediate(resolve);
-    });
-  });
-}
+// settle() is two chained immediates (_immediate_turns.ts). An immediate runs in the check phase, right
+// after the poll phase; but if settle() is called from the poll phase itself
+// (an I/O callback, or a promise continuation after one), the first
+// immediate runs in that same iteration, and bytes that reached the kernel
+// after its `epoll_wait` have not been read yet. The second immediate runs
+// only after the next full poll phase, which started after the call.
+const settle: () => Promise<void> = twoImmediateTurns;
 
 /**
  * The transport for Node.js: TCP connections made with `node:net`, with
