@@ -1,12 +1,12 @@
 // The behaviour every runtime transport must have, as one list of tests.
 // Each runtime's test file calls describeTransportContract with its own
 // transport; the pool core relies on exactly these properties.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import type { Transport, TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
-import { TestUpstream } from "./_upstream.ts";
+import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { runFixture } from "./_subprocess.ts";
 
 export interface ContractOptions {
@@ -38,21 +38,12 @@ export function describeTransportContract(
   options: ContractOptions,
 ): void {
   describe(`${name} transport contract`, { skip: options.skip }, () => {
-    let echo: TestUpstream;
-    let silent: TestUpstream;
-    before(async () => {
-      echo = await TestUpstream.start({ mode: "echo" });
-      silent = await TestUpstream.start({ mode: "silent" });
-    });
-    after(async () => {
-      await echo.close();
-      await silent.close();
-    });
+    const upstreams = useUpstreamPair();
     const connect = (upstream: TestUpstream) =>
       getTransport().connect(resolveAddress(upstream.address), {});
 
     test("echoes 4 MiB in order, with no byte lost or repeated", async () => {
-      const socket = await connect(echo);
+      const socket = await connect(upstreams.echo);
       const payload = new Uint8Array(4 * 1024 * 1024);
       for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + (i >> 11)) & 0xff;
       const [, received] = await Promise.all([
@@ -64,7 +55,7 @@ export function describeTransportContract(
     });
 
     test("many small writes arrive as one ordered stream", async () => {
-      const socket = await connect(echo);
+      const socket = await connect(upstreams.echo);
       let expected = "";
       for (let i = 0; i < 200; i++) {
         const line = `msg-${i};`;
@@ -77,8 +68,8 @@ export function describeTransportContract(
     });
 
     test("read() resolves null at the peer's EOF, and again after", async () => {
-      const socket = await connect(silent);
-      const server = await silent.nextConnection();
+      const socket = await connect(upstreams.silent);
+      const server = await upstreams.silent.nextConnection();
       const pending = socket.read();
       server.end();
       assert.equal(await pending, null);
@@ -87,8 +78,8 @@ export function describeTransportContract(
     });
 
     test("bytes sent before the FIN are read before null", async () => {
-      const socket = await connect(silent);
-      const server = await silent.nextConnection();
+      const socket = await connect(upstreams.silent);
+      const server = await upstreams.silent.nextConnection();
       server.end("last words");
       assert.equal(new TextDecoder().decode(await readExactly(socket, 10)), "last words");
       assert.equal(await socket.read(), null);
@@ -96,8 +87,8 @@ export function describeTransportContract(
     });
 
     test("read() rejects after the peer resets the connection", async () => {
-      const socket = await connect(silent);
-      const server = await silent.nextConnection();
+      const socket = await connect(upstreams.silent);
+      const server = await upstreams.silent.nextConnection();
       const pending = socket.read();
       server.resetAndDestroy();
       await assert.rejects(pending);
@@ -105,20 +96,20 @@ export function describeTransportContract(
     });
 
     test("close() settles a pending read, frees the socket and is idempotent", async () => {
-      const socket = await connect(silent);
-      await silent.nextConnection();
-      const before = silent.open.size;
+      const socket = await connect(upstreams.silent);
+      await upstreams.silent.nextConnection();
+      const before = upstreams.silent.open.size;
       const pending = socket.read().then(() => "settled", () => "settled");
       socket.close();
       socket.close();
       assert.equal(await pending, "settled");
-      await silent.waitForOpen(before - 1);
+      await upstreams.silent.waitForOpen(before - 1);
       await assert.rejects(socket.write(encoder.encode("after close")));
     });
 
     test("closeWrite() sends FIN and the reply can still be read", async () => {
-      const socket = await connect(silent);
-      const server = await silent.nextConnection();
+      const socket = await connect(upstreams.silent);
+      const server = await upstreams.silent.nextConnection();
       // The upstream is not half-open: without this it answers our FIN with its own at once.
       server.allowHalfOpen = true;
       const ended = new Promise<void>((resolve) => server.once("end", () => resolve()));
@@ -153,7 +144,9 @@ export function describeTransportContract(
       const controller = new AbortController();
       controller.abort();
       await assert.rejects(
-        getTransport().connect(resolveAddress(silent.address), { signal: controller.signal }),
+        getTransport().connect(resolveAddress(upstreams.silent.address), {
+          signal: controller.signal,
+        }),
       );
       // Its own upstream: a connect that cannot be cancelled (Bun's) still
       // reaches the server, and that stale socket must not become the next
@@ -181,8 +174,8 @@ export function describeTransportContract(
         test(`settle() called from ${phase} delivers ${what} already received (300 times)`, async () => {
           let missed = 0;
           for (let i = 0; i < 300; i++) {
-            const socket = await connect(silent);
-            const server = await silent.nextConnection();
+            const socket = await connect(upstreams.silent);
+            const server = await upstreams.silent.nextConnection();
             let delivered = false;
             socket.read().then(() => delivered = true, () => delivered = true);
             // Let the read become truly pending, as an idle read in the pool is.
@@ -217,7 +210,10 @@ export function describeTransportContract(
     });
 
     test("an unref'd connection with a pending read lets the process exit", async () => {
-      const result = await runFixture("idle_transport", [options.fixtureName, String(silent.port)]);
+      const result = await runFixture("idle_transport", [
+        options.fixtureName,
+        String(upstreams.silent.port),
+      ]);
       assert.equal(result.killed, false, `process was kept alive (stdout: ${result.stdout})`);
       assert.equal(result.stdout.trim(), "idle", result.stderr);
       assert.equal(result.code, 0, result.stderr);

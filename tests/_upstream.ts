@@ -2,6 +2,7 @@
 // server runs under Deno, Bun and Node while each runtime's own client
 // transport is under test. It listens on 127.0.0.1 on a free port.
 import * as net from "node:net";
+import { after, before } from "node:test";
 
 export type UpstreamMode = "echo" | "silent";
 
@@ -89,4 +90,27 @@ export class TestUpstream {
     for (const socket of this.open) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** An echo upstream and a silent one, shared by the tests of one describe block. */
+export interface UpstreamPair {
+  echo: TestUpstream;
+  silent: TestUpstream;
+}
+
+/**
+ * Starts an echo and a silent upstream before the enclosing describe block's
+ * tests and closes them after; read them from the returned object inside tests.
+ */
+export function useUpstreamPair(): UpstreamPair {
+  const pair = {} as UpstreamPair;
+  before(async () => {
+    pair.echo = await TestUpstream.start({ mode: "echo" });
+    pair.silent = await TestUpstream.start({ mode: "silent" });
+  });
+  after(async () => {
+    await pair.echo.close();
+    await pair.silent.close();
+  });
+  return pair;
 }

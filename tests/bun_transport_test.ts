@@ -1,11 +1,11 @@
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeTransportContract } from "./_transport_contract.ts";
 import { bunTransport } from "../src/transports/bun.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
-import { TestUpstream } from "./_upstream.ts";
+import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay, waitUntil } from "./_async.ts";
 
 describeTransportContract("bun", () => bunTransport, {
@@ -42,16 +42,7 @@ function sameBytes(actual: Uint8Array, expected: Uint8Array): boolean {
 }
 
 describe("bun transport", { skip: runtime !== "bun" }, () => {
-  let echo: TestUpstream;
-  let silent: TestUpstream;
-  before(async () => {
-    echo = await TestUpstream.start({ mode: "echo" });
-    silent = await TestUpstream.start({ mode: "silent" });
-  });
-  after(async () => {
-    await echo.close();
-    await silent.close();
-  });
+  const upstreams = useUpstreamPair();
   const connect = (upstream: TestUpstream): Promise<TransportConnection> =>
     bunTransport.connect(resolveAddress(upstream.address), {});
 
@@ -60,8 +51,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("a write larger than the socket buffers resolves only once Bun took every byte", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     server.pause();
     const payload = pattern(32 * 1024 * 1024, 7);
     let state = "pending";
@@ -92,8 +83,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("close() rejects a write still waiting for 'drain'", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     server.pause();
     const pending = socket.write(new Uint8Array(32 * 1024 * 1024));
     await delay(20);
@@ -103,7 +94,7 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("writes issued back to back while one waits for 'drain' arrive in order", async () => {
-    const socket = await connect(echo);
+    const socket = await connect(upstreams.echo);
     const first = pattern(8 * 1024 * 1024, 3);
     const second = pattern(1024, 5);
     const third = pattern(3 * 1024 * 1024, 11);
@@ -129,8 +120,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("closeWrite() behind a write waiting for 'drain' sends the FIN after every byte", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     server.pause();
     const payload = pattern(16 * 1024 * 1024, 13);
     let size = 0;
@@ -153,8 +144,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("a reader that falls behind pauses the socket, and no byte is lost", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     const payload = pattern(32 * 1024 * 1024, 17);
     let flushed = false;
     server.write(payload, () => flushed = true);
@@ -174,8 +165,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("a FIN is noticed while a read is pending after the socket was paused", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     const payload = pattern(512 * 1024, 19);
     await new Promise<void>((resolve) => server.write(payload, () => resolve()));
     await delay(50); // the queue passes 64 KiB: paused
@@ -195,8 +186,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("a reset keeps Bun's error code, and later reads and writes reject", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     const pending = socket.read();
     server.resetAndDestroy();
     await assert.rejects(pending, (error: { code?: string }) => error.code === "ECONNRESET");
@@ -232,7 +223,7 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("reads after close() resolve null", async () => {
-    const socket = await connect(echo);
+    const socket = await connect(upstreams.echo);
     await socket.write(new Uint8Array([1, 2, 3]));
     socket.close();
     assert.equal(await socket.read(), null);
@@ -240,8 +231,8 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
   });
 
   test("chunks are Uint8Arrays that stay valid after later reads", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     server.write("first");
     const first = await socket.read();
     server.write("second");

@@ -1,11 +1,11 @@
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeTransportContract } from "./_transport_contract.ts";
 import { nodeTransport } from "../src/transports/node.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
-import { TestUpstream } from "./_upstream.ts";
+import { type TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
 
 describeTransportContract("node", () => nodeTransport, {
@@ -14,16 +14,7 @@ describeTransportContract("node", () => nodeTransport, {
 });
 
 describe("node transport", { skip: runtime !== "node" }, () => {
-  let echo: TestUpstream;
-  let silent: TestUpstream;
-  before(async () => {
-    echo = await TestUpstream.start({ mode: "echo" });
-    silent = await TestUpstream.start({ mode: "silent" });
-  });
-  after(async () => {
-    await echo.close();
-    await silent.close();
-  });
+  const upstreams = useUpstreamPair();
   const connect = (upstream: TestUpstream): Promise<TransportConnection> =>
     nodeTransport.connect(resolveAddress(upstream.address), {});
 
@@ -32,8 +23,8 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   });
 
   test("a reader that stops reading pauses the socket, and no byte is lost", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     const size = 32 * 1024 * 1024;
     const payload = new Uint8Array(size);
     for (let i = 0; i < size; i++) payload[i] = (i * 13 + (i >> 16)) & 0xff;
@@ -58,8 +49,8 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   });
 
   test("write() waits for 'drain' while the peer does not read; close() rejects it", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     server.pause();
     let state = "pending";
     const big = new Uint8Array(64 * 1024 * 1024);
@@ -78,8 +69,8 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   });
 
   test("a reset keeps Node's error code, and later reads and writes reject", async () => {
-    const socket = await connect(silent);
-    const server = await silent.nextConnection();
+    const socket = await connect(upstreams.silent);
+    const server = await upstreams.silent.nextConnection();
     const pending = socket.read();
     server.resetAndDestroy();
     await assert.rejects(pending, (error: { code?: string }) => error.code === "ECONNRESET");
@@ -89,7 +80,7 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   });
 
   test("closeWrite() twice resolves; a write after it rejects", async () => {
-    const socket = await connect(echo);
+    const socket = await connect(upstreams.echo);
     await socket.write(new TextEncoder().encode("ab"));
     await socket.closeWrite();
     await socket.closeWrite();
@@ -103,21 +94,25 @@ describe("node transport", { skip: runtime !== "node" }, () => {
   });
 
   test("an abort rejects with the signal's reason", async () => {
-    const before = silent.open.size;
+    const before = upstreams.silent.open.size;
     const reason = new Error("gave up");
     await assert.rejects(
-      nodeTransport.connect(resolveAddress(silent.address), { signal: AbortSignal.abort(reason) }),
+      nodeTransport.connect(resolveAddress(upstreams.silent.address), {
+        signal: AbortSignal.abort(reason),
+      }),
       (error) => error === reason,
     );
     const late = new AbortController();
-    const pending = nodeTransport.connect(resolveAddress(silent.address), { signal: late.signal });
+    const pending = nodeTransport.connect(resolveAddress(upstreams.silent.address), {
+      signal: late.signal,
+    });
     late.abort(reason);
     await assert.rejects(pending, (error) => error === reason);
-    await silent.waitForOpen(before);
+    await upstreams.silent.waitForOpen(before);
   });
 
   test("reads after close() resolve null", async () => {
-    const socket = await connect(echo);
+    const socket = await connect(upstreams.echo);
     await socket.write(new Uint8Array([1, 2, 3]));
     socket.close();
     assert.equal(await socket.read(), null);
