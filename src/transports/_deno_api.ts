@@ -1,0 +1,52 @@
+// The parts of Deno's API the Deno transport uses, typed locally so that
+// tsc can compile the adapter without Deno's type library (the npm build
+// compiles every file). `Deno` is looked up at call time, never at load.
+export interface DenoConn {
+  readonly localAddr: { readonly port?: number };
+  readonly remoteAddr: { readonly port?: number };
+  read(buffer: Uint8Array): Promise<number | null>;
+  write(data: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  setNoDelay(noDelay?: boolean): void;
+  ref(): void;
+  unref(): void;
+}
+
+export interface DenoListener {
+  readonly addr: { readonly port?: number };
+  accept(): Promise<DenoConn>;
+  close(): void;
+}
+
+export interface DenoRuntime {
+  connect(options: {
+    hostname: string;
+    port: number;
+    transport?: "tcp";
+    signal?: AbortSignal;
+  }): Promise<DenoConn>;
+  listen(options: { hostname: string; port: number; transport?: "tcp" }): DenoListener;
+  permissions?: {
+    querySync?(descriptor: { name: "net"; host: string }): { state: string };
+  };
+}
+
+export function deno(): DenoRuntime {
+  const runtime = (globalThis as { Deno?: DenoRuntime }).Deno;
+  if (runtime === undefined) {
+    throw new TypeError(
+      "Cannot use denoTransport: the Deno global is missing (not running on Deno)",
+    );
+  }
+  return runtime;
+}
+
+/** Closes a Deno connection that may already be closed. */
+export function closeQuietly(conn: DenoConn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
