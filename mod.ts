@@ -23,7 +23,14 @@
  *
  * @module
  */
-export { type AcquireOptions, ConnectionPool, type ConnectionPoolOptions } from "./src/pool.ts";
+export {
+  type AcquireOptions,
+  type CloseOptions,
+  ConnectionPool,
+  type ConnectionPoolOptions,
+} from "./src/pool.ts";
+export type { AddressPolicyOptions, PerAddressOptions, PoolPolicyOptions } from "./src/options.ts";
+export type { ConnectErrorEvent, ExpireEvent, LeakEvent, PoolEvent } from "./src/events.ts";
 export type { Acquired, UpstreamConnection } from "./src/connection.ts";
 export { type Address, resolveAddress, type ResolvedAddress } from "./src/address.ts";
 export { PoolError, type PoolErrorCode, type PoolErrorOptions } from "./src/errors.ts";

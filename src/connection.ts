@@ -100,14 +100,19 @@ export class Lease implements Acquired, UpstreamConnection {
   readonly socket: PooledSocket;
   readonly owner: LeaseOwner;
   readonly generation: number;
+  /** When it was lent (Date.now()), and where acquire() was called, for leak reports. */
+  readonly lentAt: number;
+  readonly stack: string;
   #readable: ReadableStream<Uint8Array> | undefined;
   #writable: WritableStream<Uint8Array> | undefined;
 
-  constructor(owner: LeaseOwner, socket: PooledSocket, created: boolean) {
+  constructor(owner: LeaseOwner, socket: PooledSocket, created: boolean, stack: string) {
     this.owner = owner;
     this.socket = socket;
     this.created = created;
     this.generation = socket.generation;
+    this.lentAt = Date.now();
+    this.stack = stack;
   }
 
   get connection(): UpstreamConnection {

@@ -11,7 +11,11 @@
  *
  * - `CONNECT_REFUSED`: the upstream refused the connection.
  * - `HOST_NOT_FOUND`: the host name did not resolve.
- * - `ABORTED`: the acquire's `signal` aborted it (`cause` is the signal's reason).
+ * - `CONNECT_TIMEOUT`: the connect took longer than `connectTimeout`.
+ * - `ACQUIRE_TIMEOUT`: the acquire took longer than `acquireTimeout`
+ *   (waiting and connecting); `cause` is the last connect error, if any.
+ * - `QUEUE_FULL`: `maxWaiting` acquires already wait for that address.
+ * - `LIMIT_REACHED`: `add` found the address or the pool at its connection limit.
  * - `CONNECT_FAILED`: any other connect failure (see `cause`).
  * - `POOL_CLOSED`: the pool was closed.
  * - `NOT_BORROWED`: `retain`/`release` of a connection that this pool did
@@ -29,7 +33,10 @@
 export type PoolErrorCode =
   | "CONNECT_REFUSED"
   | "HOST_NOT_FOUND"
-  | "ABORTED"
+  | "CONNECT_TIMEOUT"
+  | "ACQUIRE_TIMEOUT"
+  | "QUEUE_FULL"
+  | "LIMIT_REACHED"
   | "CONNECT_FAILED"
   | "POOL_CLOSED"
   | "NOT_BORROWED"

@@ -1,31 +1,39 @@
 /**
  * The pool of pools: idle connections kept per upstream address, handed out
- * by `acquire`, taken back by `retain`, closed by `release`.
+ * by `acquire`, taken back by `retain`, closed by `release`; limits, a fair
+ * wait queue, timeouts and lifetimes around them.
  *
  * @module
  */
 import { type Address, resolveAddress, type ResolvedAddress } from "./address.ts";
 import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
+import { AcquireDeadlines } from "./deadlines.ts";
 import { connectError, PoolError } from "./errors.ts";
+import type { PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
+import { LeakWatch } from "./leak_watch.ts";
+import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
+import { unrefTimeout } from "./_timers.ts";
+import { Waiter } from "./wait_queue.ts";
 
 /**
- * Options for {@linkcode ConnectionPool}.
+ * Options for {@linkcode ConnectionPool}: how to connect, the policy, and
+ * the event hook.
  *
  * @example Choose the transport explicitly
  * ```ts
  * import { ConnectionPool, type ConnectionPoolOptions } from "@upstream/pool";
  * import { MemoryTransport } from "@upstream/pool/memory";
- * const options: ConnectionPoolOptions = { transport: new MemoryTransport() };
+ * const options: ConnectionPoolOptions = { transport: new MemoryTransport(), maxPerHost: 4 };
  * const pool = new ConnectionPool(options);
  * await pool.close();
  * ```
  */
-export interface ConnectionPoolOptions {
+export interface ConnectionPoolOptions extends PoolPolicyOptions {
   /**
    * Opens the connections. Pass `denoTransport`, `bunTransport`,
    * `nodeTransport` or a `MemoryTransport` to choose explicitly.
@@ -33,6 +41,12 @@ export interface ConnectionPoolOptions {
    * @default {the transport of the runtime the pool runs on, detected at the first connect}
    */
   transport?: Transport;
+  /**
+   * Receives what no caller would otherwise hear about: leaks, failed
+   * background connects, connections closed by policy. It must not throw
+   * (an exception is rethrown in a microtask, outside the pool).
+   */
+  onEvent?: (event: PoolEvent) => void;
 }
 
 /**
@@ -45,29 +59,53 @@ export interface ConnectionPoolOptions {
  * ```
  */
 export interface AcquireOptions {
-  /** Aborts the acquire; it then rejects with a `PoolError` of code `ABORTED`. */
+  /**
+   * Aborts the acquire: it leaves the line at once and rejects with the
+   * signal's reason. A connect already started for it still completes and
+   * its connection joins the pool.
+   */
   signal?: AbortSignal;
+}
+
+/**
+ * Options for {@linkcode ConnectionPool.close}.
+ *
+ * @example Give borrowers five seconds
+ * ```ts ignore
+ * await pool.close({ timeout: 5000 });
+ * ```
+ */
+export interface CloseOptions {
+  /**
+   * Milliseconds to wait for borrowed connections to come back; those still
+   * out then are closed. Without it, `close` does not wait for them: they
+   * are closed when they come back.
+   */
+  timeout?: number;
 }
 
 /**
  * A pool of reusable connections to upstream servers, one pool per address.
  *
  * - `acquire` hands out an idle connection to the address if it has a
- *   healthy one (most recently retained first), or opens a new one, and
- *   says which (`created`).
- * - `retain` takes a borrowed connection back for reuse; `release` closes it.
+ *   healthy one (most recently retained first, or `order: "fifo"`), or opens
+ *   a new one, and says which (`created`). When a limit is reached it waits
+ *   in line: first come, first served.
+ * - `retain` takes a borrowed connection back for reuse (straight to the
+ *   oldest waiter, if any); `release` closes it.
  * - While a connection is idle the pool keeps reading it: EOF, a reset or
  *   any byte nobody asked for means it is broken, and it is closed and
  *   forgotten at once. Before an idle connection is handed out, the pool
  *   lets the runtime deliver whatever already reached it, so a connection
  *   with stray bytes or a FIN in its receive buffer is never handed out.
- * - Idle connections do not keep the process alive.
+ * - Idle connections and the pool's timers do not keep the process alive;
+ *   borrowed connections and waiting acquires do.
  *
  * @example Request and reply over a pooled connection
  * ```ts ignore
  * import { ConnectionPool } from "@upstream/pool";
  *
- * const pool = new ConnectionPool();
+ * const pool = new ConnectionPool({ maxPerHost: 16 });
  * const { created, connection } = await pool.acquire({ hostname: "127.0.0.1", port: 6379 });
  * await connection.write(new TextEncoder().encode("PING\r\n"));
  * console.log(new TextDecoder().decode((await connection.read())!), { created });
@@ -77,13 +115,41 @@ export interface AcquireOptions {
  */
 export class ConnectionPool implements AsyncDisposable {
   #transport: Transport | undefined;
+  #policy: PoolPolicy;
+  #onEvent: ((event: PoolEvent) => void) | undefined;
   #hosts: Map<string, HostPool> = new Map();
   #closed = false;
   // One controller per connect in progress, so that close() can abort them
   // without every connect listening on one long-lived signal.
   #connectAborts: Set<AbortController> = new Set();
-  #connects: Set<Promise<unknown>> = new Set();
-  #totals: PoolTotals = { created: 0, reused: 0, failed: 0, broken: 0, dropped: 0, released: 0 };
+  #connects: Set<Promise<void>> = new Set();
+  #totals: PoolTotals = {
+    created: 0,
+    reused: 0,
+    failed: 0,
+    broken: 0,
+    dropped: 0,
+    released: 0,
+    expired: 0,
+    timedOut: 0,
+  };
+  /** Connections in every state, all addresses (checked against maxTotal). */
+  #size = 0;
+  /** Every idle socket, least recently idle first (for maxIdle and maxTotal). */
+  #idleLru: Set<PooledSocket> = new Set();
+  #waiting = 0;
+  #arrivals = 0;
+  #deadlines: AcquireDeadlines = new AcquireDeadlines((waiter) => this.#timeOut(waiter));
+  #leaks: LeakWatch | undefined;
+  /** Addresses whose waiters maxTotal holds back. */
+  #blocked: Set<HostPool> = new Set();
+  /** Addresses with idle sockets to hand to waiters after the settle turn. */
+  #handoutHosts: Set<HostPool> = new Set();
+  #handoutPending = false;
+  /** A ref'd timer that keeps the process alive while acquires wait. */
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
+  /** close({ timeout }) waiting for the last borrowed connection. */
+  #allReturned: (() => void) | undefined;
   // Callbacks for sockets and leases, kept off the public surface.
   #owner: SocketOwner & LeaseOwner = {
     onIdleBreak: (socket, reason) => this.#onIdleBreak(socket, reason),
@@ -93,16 +159,18 @@ export class ConnectionPool implements AsyncDisposable {
   };
 
   /**
-   * Creates an empty pool; nothing is opened until the first `acquire` or `add`.
+   * Creates an empty pool; nothing is opened until the first `acquire`,
+   * `add` or `warm`.
    *
-   * @param options How to open connections.
-   * @throws {TypeError} If `options.transport` is not a transport.
+   * @param options How to open connections, the policy, the event hook.
+   * @throws {TypeError} If an option has the wrong type.
+   * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions = {}) {
     if (options === null || typeof options !== "object") {
       throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
     }
-    const { transport } = options;
+    const { transport, onEvent } = options;
     if (transport !== undefined) {
       if (
         transport === null || typeof transport !== "object" ||
@@ -114,6 +182,20 @@ export class ConnectionPool implements AsyncDisposable {
       }
       this.#transport = transport;
     }
+    if (onEvent !== undefined && typeof onEvent !== "function") {
+      throw new TypeError(
+        `Invalid pool option onEvent: expected a function, got ${typeof onEvent}`,
+      );
+    }
+    this.#onEvent = onEvent;
+    this.#policy = resolvePolicy(options);
+    if (this.#policy.leakTimeout !== Infinity) {
+      this.#leaks = new LeakWatch(
+        this.#policy.leakTimeout,
+        (lease, borrowedMs) =>
+          this.#emit({ type: "leak", address: lease.address.key, borrowedMs, stack: lease.stack }),
+      );
+    }
   }
 
   /** True once {@linkcode ConnectionPool.close} was called. */
@@ -123,7 +205,9 @@ export class ConnectionPool implements AsyncDisposable {
 
   /**
    * Borrows a connection to `address`: a healthy idle one if the pool has
-   * one (the most recently retained), otherwise a new one.
+   * one, otherwise a new one. When a limit is reached, waits in line for
+   * the address (first come, first served) until a connection is retained,
+   * a slot frees up, `acquireTimeout` passes or `signal` aborts.
    *
    * @param address The upstream.
    * @param options An abort signal.
@@ -131,8 +215,10 @@ export class ConnectionPool implements AsyncDisposable {
    * `retain` (reusable) or `release` (close), or let `await using` release it.
    * @throws {TypeError} If `address` or `options` are malformed.
    * @throws {RangeError} If the port is out of range.
-   * @throws {PoolError} `POOL_CLOSED`, `ABORTED`, `CONNECT_REFUSED`,
-   * `HOST_NOT_FOUND` or `CONNECT_FAILED` (with the runtime's error as `cause`).
+   * @throws {PoolError} `POOL_CLOSED`, `QUEUE_FULL`, `ACQUIRE_TIMEOUT`,
+   * `CONNECT_TIMEOUT`, `CONNECT_REFUSED`, `HOST_NOT_FOUND` or
+   * `CONNECT_FAILED` (with the runtime's error as `cause`).
+   * @throws {unknown} The signal's reason, if `signal` aborts it.
    *
    * @example
    * ```ts ignore
@@ -142,34 +228,53 @@ export class ConnectionPool implements AsyncDisposable {
    * );
    * ```
    */
-  async acquire(address: Address, options: AcquireOptions = {}): Promise<Acquired> {
-    const resolved = resolveAddress(address);
-    const signal = checkSignal(options);
-    this.#throwIfUnusable(resolved, signal);
-    if ((this.#hosts.get(resolved.key)?.idle.length ?? 0) > 0) {
-      // Bytes or a FIN may already sit in an idle connection's receive
-      // buffer without JavaScript having seen them: let the runtime deliver
-      // them (the idle watch then evicts that connection) before choosing.
-      await this.#transport!.settle();
-      this.#throwIfUnusable(resolved, signal);
-      const socket = this.#hosts.get(resolved.key)?.idle.pop();
-      if (socket !== undefined) {
-        this.#totals.reused++;
-        return this.#lend(socket, false);
-      }
+  acquire(address: Address, options: AcquireOptions = {}): Promise<Acquired> {
+    try {
+      return this.#enqueue(resolveAddress(address), checkSignal(options));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.#lend(await this.#open(resolved, signal), true);
+  }
+
+  #enqueue(resolved: ResolvedAddress, signal: AbortSignal | undefined): Promise<Acquired> {
+    if (this.#closed) throw closedError(resolved.key);
+    signal?.throwIfAborted();
+    const host = this.#host(resolved);
+    if (
+      host.waiters.size >= host.idle.length + host.policy.maxWaiting && !this.#hasRoom(host)
+    ) {
+      throw new PoolError(
+        "QUEUE_FULL",
+        `Cannot acquire a connection to "${resolved.key}": ${host.waiters.size} acquires already wait for it (maxWaiting)`,
+        { address: resolved.key },
+      );
+    }
+    const stack = this.#leaks === undefined ? "" : new Error("acquired here").stack ?? "";
+    const deadline = Date.now() + this.#policy.acquireTimeout;
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter = new Waiter(this.#arrivals++, resolved.key, deadline, stack, resolve, reject);
+      host.waiters.push(waiter);
+      this.#countWaiting(1);
+      if (signal !== undefined) {
+        const onAbort = (): void => this.#leave(waiter, signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        waiter.onDone(() => signal.removeEventListener("abort", onAbort));
+      }
+      this.#deadlines.add(waiter);
+      this.#dispatch(host);
+    });
   }
 
   /**
-   * Opens one more connection to `address` and keeps it idle in the pool,
-   * so that a later `acquire` finds it ready (a pre-warm). Use `acquire` to
-   * borrow it.
+   * Opens one more connection to `address` and keeps it in the pool (it
+   * goes to the oldest waiter, if any, else idle): a pre-warm. Use
+   * `acquire` to borrow it.
    *
    * @param address The upstream.
    * @throws {TypeError} If `address` is malformed.
    * @throws {RangeError} If the port is out of range.
-   * @throws {PoolError} As for a connect in `acquire`.
+   * @throws {PoolError} `LIMIT_REACHED` at `maxPerHost` or `maxTotal`, or as
+   * for a connect in `acquire`.
    *
    * @example
    * ```ts ignore
@@ -177,21 +282,90 @@ export class ConnectionPool implements AsyncDisposable {
    * console.log(pool.stats().idle); // 3
    * ```
    */
-  async add(address: Address): Promise<void> {
-    const resolved = resolveAddress(address);
-    this.#throwIfUnusable(resolved, undefined);
-    const socket = await this.#open(resolved, undefined);
-    this.#hosts.get(resolved.key)!.idle.push(socket);
-    socket.watchIdle();
+  add(address: Address): Promise<void> {
+    try {
+      const resolved = resolveAddress(address);
+      if (this.#closed) throw closedError(resolved.key);
+      const host = this.#host(resolved);
+      if (!this.#hasRoom(host)) {
+        this.#forgetIfEmpty(host);
+        throw new PoolError(
+          "LIMIT_REACHED",
+          `Cannot add a connection to "${resolved.key}": the pool is at its connection limit`,
+          { address: resolved.key },
+        );
+      }
+      this.#makeRoom(host);
+      return new Promise((resolve, reject) => this.#connect(host, { resolve, reject }));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Keeps `count` idle connections to `address` ready from now on, refilled
+   * after evictions (with back-off while connects fail), and opens them.
+   * Resolves once `count` are idle; rejects if a connect for it fails (the
+   * refill goes on in the background).
+   *
+   * @param address The upstream.
+   * @param count How many idle connections to keep; 0 stops keeping any.
+   * @throws {TypeError} If `address` or `count` is malformed.
+   * @throws {RangeError} If `count` is negative, fractional or above `maxPerHost`.
+   * @throws {PoolError} `POOL_CLOSED`, `LIMIT_REACHED`, or as for a connect.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.warm({ hostname: "127.0.0.1", port: 6379 }, 4);
+   * ```
+   */
+  warm(address: Address, count: number): Promise<void> {
+    try {
+      const resolved = resolveAddress(address);
+      if (typeof count !== "number") {
+        throw new TypeError(`Invalid warm count: expected a number, got ${typeof count}`);
+      }
+      if (this.#closed) throw closedError(resolved.key);
+      const host = this.#host(resolved);
+      if (!Number.isInteger(count) || count < 0 || count > host.policy.maxPerHost) {
+        this.#forgetIfEmpty(host);
+        throw new RangeError(
+          `Invalid warm count: expected an integer from 0 to maxPerHost (${host.policy.maxPerHost}), got ${count}`,
+        );
+      }
+      host.minIdle = count;
+      if (host.idle.length >= count) {
+        this.#forgetIfEmpty(host);
+        return Promise.resolve();
+      }
+      return new Promise((resolve, reject) => {
+        host.warmers.push({ target: count, resolve, reject });
+        this.#dispatch(host);
+        if (host.connecting === 0 && host.backoffTimer === undefined) {
+          host.warmers = host.warmers.filter((warmer) => warmer.resolve !== resolve);
+          reject(
+            new PoolError(
+              "LIMIT_REACHED",
+              `Cannot warm "${resolved.key}": the pool is at its connection limit`,
+              { address: resolved.key },
+            ),
+          );
+        }
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
    * Takes a borrowed connection back for reuse: the exchange on it is
-   * complete. The handle is dead afterwards (a read it still had pending
-   * rejects with `LEASE_ENDED`). The connection is closed instead of pooled
-   * if it is no longer clean: the upstream closed it or it failed, bytes
-   * arrived that were not read, a write is still in progress, it was
-   * half-closed, or the pool is closed.
+   * complete. It goes to the oldest acquire waiting for its address, if
+   * any, else it stays idle. The handle is dead afterwards (a read it still
+   * had pending rejects with `LEASE_ENDED`). The connection is closed instead
+   * of pooled if it is no longer clean (the upstream closed it or it failed,
+   * bytes arrived that were not read, a write is still in progress, it was
+   * half-closed), if it outlived `maxLifetime`, if keeping it would exceed
+   * an idle limit, or if the pool is closed.
    *
    * @param connection A connection this pool handed out.
    * @returns `true` if the connection was pooled, `false` if it was closed.
@@ -210,16 +384,18 @@ export class ConnectionPool implements AsyncDisposable {
     const socket = lease.socket;
     const host = this.#hosts.get(socket.address.key)!;
     host.borrowed.delete(socket);
+    this.#leaks?.delete(lease);
     socket.abandonRead(leaseEnded(socket.address));
+    let pooled = false;
     if (this.#closed || !socket.reusable || socket.hasUnread || socket.writing) {
-      socket.close();
+      this.#discard(socket);
       this.#totals.dropped++;
-      this.#forgetIfEmpty(host);
-      return false;
+    } else {
+      pooled = this.#makeIdle(host, socket);
     }
-    host.idle.push(socket);
-    socket.watchIdle();
-    return true;
+    if (!pooled) this.#slotFreed(host);
+    this.#checkAllReturned();
+    return pooled;
   }
 
   /**
@@ -247,14 +423,17 @@ export class ConnectionPool implements AsyncDisposable {
     const socket = lease.socket;
     const host = this.#hosts.get(socket.address.key)!;
     host.borrowed.delete(socket);
-    socket.close();
+    this.#leaks?.delete(lease);
+    this.#discard(socket);
     this.#totals.released++;
-    this.#forgetIfEmpty(host);
+    this.#slotFreed(host);
+    this.#checkAllReturned();
   }
 
   /**
-   * Counts connections by state, in total and per address key, plus
-   * counters since the pool was created. The counts are exact at any moment.
+   * Counts connections by state and waiting acquires, in total and per
+   * address key, plus counters since the pool was created. The counts are
+   * exact at any moment.
    *
    * @returns A fresh snapshot.
    *
@@ -262,61 +441,72 @@ export class ConnectionPool implements AsyncDisposable {
    * ```ts
    * import { ConnectionPool } from "@upstream/pool";
    * const pool = new ConnectionPool();
-   * console.log(pool.stats()); // { idle: 0, borrowed: 0, connecting: 0, byAddress: {}, ... }
+   * console.log(pool.stats()); // { idle: 0, borrowed: 0, connecting: 0, waiting: 0, byAddress: {}, ... }
    * ```
    */
   stats(): PoolStats {
     const byAddress: Record<string, PoolCounts> = {};
-    let idle = 0;
-    let borrowed = 0;
-    let connecting = 0;
+    const sum: PoolCounts = { idle: 0, borrowed: 0, connecting: 0, waiting: 0 };
     for (const [key, host] of this.#hosts) {
       const counts = {
         idle: host.idle.length,
         borrowed: host.borrowed.size,
         connecting: host.connecting,
+        waiting: host.waiters.size,
       };
+      if (counts.idle + counts.borrowed + counts.connecting + counts.waiting === 0) continue;
       byAddress[key] = counts;
-      idle += counts.idle;
-      borrowed += counts.borrowed;
-      connecting += counts.connecting;
+      sum.idle += counts.idle;
+      sum.borrowed += counts.borrowed;
+      sum.connecting += counts.connecting;
+      sum.waiting += counts.waiting;
     }
-    return {
-      idle,
-      borrowed,
-      connecting,
-      byAddress,
-      totals: { ...this.#totals },
-      closed: this.#closed,
-    };
+    return { ...sum, byAddress, totals: { ...this.#totals }, closed: this.#closed };
   }
 
   /**
-   * Closes the pool: idle connections at once, connects in progress as
-   * they finish (they are aborted), borrowed connections when they are given
-   * back. Later acquires reject with `POOL_CLOSED`. Resolves once nothing
-   * but borrowed connections is left open. Calling it again is harmless.
+   * Closes the pool: waiting acquires reject with `POOL_CLOSED`, idle
+   * connections close at once, connects in progress are aborted. Borrowed
+   * connections are closed when they come back; with `timeout`, `close`
+   * waits that long for them and then closes those still out. Later
+   * acquires reject with `POOL_CLOSED`. Calling it again is harmless.
+   *
+   * @param options How long to wait for borrowed connections.
+   * @throws {TypeError} If `options` or `timeout` has the wrong type.
+   * @throws {RangeError} If `timeout` is negative or NaN.
    *
    * @example
    * ```ts ignore
-   * process.on("SIGTERM", () => pool.close());
+   * process.on("SIGTERM", () => pool.close({ timeout: 10_000 }));
    * ```
    */
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      const reason = new PoolError("POOL_CLOSED", "The pool was closed");
-      for (const controller of this.#connectAborts) controller.abort(reason);
-      for (const host of [...this.#hosts.values()]) {
-        for (const socket of host.idle.splice(0)) socket.close();
-        this.#forgetIfEmpty(host);
-      }
-    }
+  async close(options: CloseOptions = {}): Promise<void> {
+    const timeout = checkCloseTimeout(options);
+    if (!this.#closed) this.#shutDown();
     await Promise.allSettled(this.#connects);
+    if (timeout === undefined || this.#size === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#allReturned = undefined;
+        resolve();
+      }, timeout);
+      this.#allReturned = () => {
+        clearTimeout(timer);
+        this.#allReturned = undefined;
+        resolve();
+      };
+    });
+    // Whoever has not given their connection back by now loses it.
+    for (const host of [...this.#hosts.values()]) {
+      for (const socket of host.borrowed) this.#discard(socket);
+      host.borrowed.clear();
+      this.#forgetIfEmpty(host);
+    }
   }
 
   /**
-   * Same as {@linkcode ConnectionPool.close}, for `await using pool = new ConnectionPool()`.
+   * Same as {@linkcode ConnectionPool.close} without a timeout, for
+   * `await using pool = new ConnectionPool()`.
    *
    * @example
    * ```ts ignore
@@ -327,84 +517,433 @@ export class ConnectionPool implements AsyncDisposable {
     return this.close();
   }
 
-  #lend(socket: PooledSocket, created: boolean): Lease {
-    this.#hosts.get(socket.address.key)!.borrowed.add(socket);
-    socket.lend();
-    return new Lease(this.#owner, socket, created);
+  #shutDown(): void {
+    this.#closed = true;
+    const reason = new PoolError("POOL_CLOSED", "The pool was closed");
+    for (const controller of this.#connectAborts) controller.abort(reason);
+    this.#deadlines.close();
+    this.#leaks?.close();
+    this.#blocked.clear();
+    this.#handoutHosts.clear();
+    for (const host of [...this.#hosts.values()]) {
+      for (const waiter of host.waiters.drain()) {
+        this.#countWaiting(-1);
+        waiter.reject(closedError(host.address.key));
+      }
+      for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
+      for (const socket of host.idle.splice(0)) {
+        this.#idleLru.delete(socket);
+        this.#discard(socket);
+      }
+      clearTimeout(host.expiryTimer);
+      clearTimeout(host.backoffTimer);
+      host.expiryTimer = host.backoffTimer = undefined;
+      host.minIdle = 0;
+      this.#forgetIfEmpty(host);
+    }
   }
 
-  // Opens a connection and counts it as connecting meanwhile. The caller
-  // puts the socket in a collection in the same turn as this resolves.
-  #open(address: ResolvedAddress, signal: AbortSignal | undefined): Promise<PooledSocket> {
+  #host(address: ResolvedAddress): HostPool {
     let host = this.#hosts.get(address.key);
     if (host === undefined) {
-      host = new HostPool(address);
+      const policy = this.#policy.perAddress.get(address.key) ?? this.#policy.defaults;
+      host = new HostPool(address, policy);
       this.#hosts.set(address.key, host);
     }
-    host.connecting++;
-    const opening = this.#connect(host, address, signal);
-    this.#connects.add(opening);
-    const forget = (): void => {
-      this.#connects.delete(opening);
-    };
-    opening.then(forget, forget);
-    return opening;
+    return host;
   }
 
-  async #connect(
+  // Matches waiters with idle sockets (after a settle turn) and starts the
+  // connects that the rest need, within the limits; then tops up minIdle.
+  #dispatch(host: HostPool): void {
+    if (this.#closed) return;
+    const waiting = host.waiters.size;
+    if (waiting > 0 && host.idle.length > 0) this.#scheduleHandout(host);
+    let needed = waiting - host.idle.length - host.connecting;
+    while (needed > 0 && this.#mayConnect(host)) {
+      this.#connect(host, undefined);
+      needed--;
+    }
+    this.#refill(host);
+    this.#forgetIfEmpty(host);
+  }
+
+  // Bytes or a FIN may already sit in an idle connection's receive buffer
+  // without JavaScript having seen them: one settle turn lets the runtime
+  // deliver them (the idle watch then evicts that connection) before any
+  // idle connection is handed out. All addresses share the turn.
+  #scheduleHandout(host: HostPool): void {
+    this.#handoutHosts.add(host);
+    if (this.#handoutPending) return;
+    this.#handoutPending = true;
+    this.#transport!.settle().then(() => this.#handOut());
+  }
+
+  #handOut(): void {
+    this.#handoutPending = false;
+    const hosts = [...this.#handoutHosts];
+    this.#handoutHosts.clear();
+    const lifo = this.#policy.order === "lifo";
+    for (const host of hosts) {
+      while (!this.#closed && host.waiters.size > 0 && host.idle.length > 0) {
+        const socket = lifo ? host.idle.pop()! : host.idle.shift()!;
+        this.#idleLru.delete(socket);
+        if (socket.expiresAt <= Date.now()) {
+          this.#expire(socket, "max-lifetime");
+          continue;
+        }
+        this.#totals.reused++;
+        this.#lend(host, socket, this.#takeWaiter(host)!, false);
+      }
+      this.#dispatch(host);
+    }
+  }
+
+  #lend(host: HostPool, socket: PooledSocket, waiter: Waiter, created: boolean): void {
+    host.borrowed.add(socket);
+    socket.lend();
+    const lease = new Lease(this.#owner, socket, created, waiter.stack);
+    this.#leaks?.add(lease);
+    waiter.resolve(lease);
+  }
+
+  #hasRoom(host: HostPool): boolean {
+    if (host.size >= host.policy.maxPerHost) return false;
+    return this.#size < this.#policy.maxTotal || this.#evictable(host) !== undefined;
+  }
+
+  // Whether a connect may start now for this address: within maxPerHost and
+  // maxTotal (closing an idle connection elsewhere to make room), and only
+  // one at a time while the address has not connected lately.
+  #mayConnect(host: HostPool): boolean {
+    if (!host.healthy && host.connecting > 0) return false;
+    if (host.size >= host.policy.maxPerHost) return false;
+    if (this.#size < this.#policy.maxTotal) return true;
+    if (this.#makeRoom(host)) return true;
+    if (host.waiters.size > 0) this.#blocked.add(host);
+    return false;
+  }
+
+  /** Closes the least recently used idle socket of another, unneeded address, if at maxTotal. */
+  #makeRoom(host: HostPool): boolean {
+    if (this.#size < this.#policy.maxTotal) return true;
+    const victim = this.#evictable(host);
+    if (victim === undefined) return false;
+    this.#closeIdle(victim, "max-idle");
+    return true;
+  }
+
+  /** The least recently used idle socket whose address does not need it. */
+  #evictable(except: HostPool | undefined): PooledSocket | undefined {
+    for (const socket of this.#idleLru) {
+      const owner = this.#hosts.get(socket.address.key)!;
+      if (owner !== except && owner.waiters.size === 0) return socket;
+    }
+    return undefined;
+  }
+
+  #connect(
     host: HostPool,
-    address: ResolvedAddress,
-    signal: AbortSignal | undefined,
-  ): Promise<PooledSocket> {
+    requester: { resolve(): void; reject(error: unknown): void } | undefined,
+  ): void {
+    host.connecting++;
+    this.#size++;
     const abort = new AbortController();
-    const onAbort = (): void => abort.abort(signal!.reason);
     this.#connectAborts.add(abort);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let connection: TransportConnection | undefined;
-    let failure: unknown;
-    try {
-      const transport = this.#transport ??= await detectTransport();
-      connection = await transport.connect(address, { signal: abort.signal });
-    } catch (cause) {
-      failure = cause;
-    }
-    this.#connectAborts.delete(abort);
-    signal?.removeEventListener("abort", onAbort);
-    host.connecting--;
-    if (connection === undefined) {
-      this.#totals.failed++;
-      this.#forgetIfEmpty(host);
-      if (this.#closed) throw closedError(address, failure);
-      if (signal?.aborted) throw abortedError(address, signal);
-      throw connectError(address.key, failure);
-    }
+    const { connectTimeout } = host.policy;
+    const timer = connectTimeout === Infinity ? undefined : unrefTimeout(
+      () =>
+        abort.abort(
+          new PoolError(
+            "CONNECT_TIMEOUT",
+            `Cannot connect to "${host.address.key}": no connection within ${connectTimeout} ms`,
+            { address: host.address.key },
+          ),
+        ),
+      connectTimeout,
+    );
+    const opening = (async (): Promise<void> => {
+      let connection: TransportConnection | undefined;
+      let failure: unknown;
+      try {
+        const transport = this.#transport ??= await detectTransport();
+        connection = await transport.connect(host.address, { signal: abort.signal });
+      } catch (cause) {
+        failure = cause;
+      }
+      clearTimeout(timer);
+      this.#connectAborts.delete(abort);
+      host.connecting--;
+      if (connection === undefined) {
+        this.#size--;
+        const reason = abort.signal.reason;
+        const error = this.#closed
+          ? closedError(host.address.key, failure)
+          : reason instanceof PoolError
+          ? reason
+          : connectError(host.address.key, failure);
+        this.#connectFailed(host, error, requester);
+      } else {
+        this.#connected(host, connection, requester);
+      }
+    })();
+    this.#connects.add(opening);
+    opening.then(() => this.#connects.delete(opening));
+  }
+
+  #connected(
+    host: HostPool,
+    connection: TransportConnection,
+    requester: { resolve(): void } | undefined,
+  ): void {
     this.#totals.created++;
-    const socket = new PooledSocket(address, connection, this.#owner);
-    if (this.#closed) {
-      socket.close();
-      this.#forgetIfEmpty(host);
-      throw closedError(address, undefined);
+    host.healthy = true;
+    host.backoff = 0;
+    host.lastError = undefined;
+    const socket = new PooledSocket(host.address, connection, this.#owner);
+    const lifetime = host.policy.maxLifetime;
+    if (lifetime !== Infinity) {
+      socket.expiresAt = socket.createdAt + lifetime * (1 - 0.025 * Math.random());
     }
-    return socket;
+    if (this.#closed) {
+      this.#discard(socket);
+      this.#forgetIfEmpty(host);
+      return;
+    }
+    const waiter = this.#takeWaiter(host);
+    if (waiter !== undefined) this.#lend(host, socket, waiter, true);
+    else if (!this.#makeIdle(host, socket)) this.#slotFreed(host);
+    requester?.resolve();
+    this.#dispatch(host);
+  }
+
+  // A failed connect's error goes to the requester (add), else to the
+  // oldest waiter: callers get connect errors, nothing is retried silently.
+  // With nobody to tell, it is reported as an event; refills back off.
+  #connectFailed(
+    host: HostPool,
+    error: PoolError,
+    requester: { reject(error: unknown): void } | undefined,
+  ): void {
+    this.#totals.failed++;
+    host.healthy = false;
+    host.lastError = error;
+    for (const warmer of host.warmers.splice(0)) warmer.reject(error);
+    if (requester !== undefined) requester.reject(error);
+    else if (!this.#closed) {
+      const waiter = this.#takeWaiter(host);
+      if (waiter !== undefined) waiter.reject(error);
+      else this.#emit({ type: "connect-error", address: host.address.key, error });
+    }
+    if (this.#closed) {
+      this.#forgetIfEmpty(host);
+      return;
+    }
+    if (host.minIdle > 0 && host.backoffTimer === undefined) {
+      host.backoff = Math.min(Math.max(host.backoff * 2, 50), 30_000);
+      host.backoffTimer = unrefTimeout(() => {
+        host.backoffTimer = undefined;
+        this.#dispatch(host);
+      }, host.backoff);
+    }
+    this.#slotFreed(host);
+  }
+
+  /** Puts a socket in the idle list, or closes it if policy says so. */
+  #makeIdle(host: HostPool, socket: PooledSocket): boolean {
+    if (host.waiters.size === 0) {
+      if (socket.expiresAt <= Date.now()) {
+        this.#expire(socket, "max-lifetime");
+        return false;
+      }
+      if (host.idle.length >= host.policy.maxIdlePerHost) {
+        this.#expire(socket, "max-idle");
+        return false;
+      }
+      if (this.#idleLru.size >= this.#policy.maxIdle) {
+        const victim = this.#evictable(undefined);
+        if (victim === undefined || this.#policy.maxIdle === 0) {
+          this.#expire(socket, "max-idle");
+          return false;
+        }
+        this.#closeIdle(victim, "max-idle");
+      }
+    }
+    host.idle.push(socket);
+    this.#idleLru.add(socket);
+    socket.watchIdle();
+    this.#scheduleExpiry(host, socket);
+    if (host.warmers.length > 0) {
+      host.warmers = host.warmers.filter((warmer) => {
+        if (host.idle.length < warmer.target) return true;
+        warmer.resolve();
+        return false;
+      });
+    }
+    if (host.waiters.size > 0) this.#scheduleHandout(host);
+    return true;
+  }
+
+  // Opens connections until minIdle idle ones are there or on their way,
+  // unless a back-off after a failed connect is running.
+  #refill(host: HostPool): void {
+    if (host.minIdle === 0 || host.backoffTimer !== undefined) return;
+    let deficit = host.minIdle - host.idle.length - host.connecting + host.waiters.size;
+    while (deficit > 0 && this.#mayConnect(host)) {
+      this.#connect(host, undefined);
+      deficit--;
+    }
+  }
+
+  // Idle timeout and lifetime: one timer per address, for the earliest
+  // expiry among its idle sockets, moved only when a sooner one appears.
+  #scheduleExpiry(host: HostPool, socket: PooledSocket): void {
+    const { idleTimeout } = host.policy;
+    const at = Math.min(socket.idleSince + idleTimeout, socket.expiresAt);
+    if (at === Infinity || at >= host.expiryAt) return;
+    clearTimeout(host.expiryTimer);
+    host.expiryAt = at;
+    host.expiryTimer = unrefTimeout(() => this.#expireIdle(host), Math.max(0, at - Date.now()));
+  }
+
+  #expireIdle(host: HostPool): void {
+    host.expiryTimer = undefined;
+    host.expiryAt = Infinity;
+    if (this.#closed) return;
+    const now = Date.now();
+    for (const socket of [...host.idle]) {
+      if (socket.expiresAt <= now) this.#closeIdle(socket, "max-lifetime");
+      else if (
+        socket.idleSince + host.policy.idleTimeout <= now && host.idle.length > host.minIdle
+      ) {
+        this.#closeIdle(socket, "idle-timeout");
+      }
+    }
+    for (const socket of host.idle) {
+      // Kept below minIdle: only their lifetime can still end them.
+      const idleEnd = socket.idleSince + host.policy.idleTimeout;
+      this.#scheduleExpiryAt(host, Math.min(idleEnd > now ? idleEnd : Infinity, socket.expiresAt));
+    }
+  }
+
+  #scheduleExpiryAt(host: HostPool, at: number): void {
+    if (at === Infinity || at >= host.expiryAt) return;
+    clearTimeout(host.expiryTimer);
+    host.expiryAt = at;
+    host.expiryTimer = unrefTimeout(() => this.#expireIdle(host), Math.max(0, at - Date.now()));
+  }
+
+  /** Closes an idle socket by policy and frees its slot. */
+  #closeIdle(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+    const host = this.#hosts.get(socket.address.key)!;
+    host.removeIdle(socket);
+    this.#idleLru.delete(socket);
+    this.#expire(socket, reason);
+    this.#slotFreed(host);
+  }
+
+  /** Closes a socket that is in no collection any more, as expired by policy. */
+  #expire(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+    this.#discard(socket);
+    this.#totals.expired++;
+    this.#emit({ type: "expire", address: socket.address.key, reason });
+  }
+
+  /** Closes a socket that is in no collection any more. */
+  #discard(socket: PooledSocket): void {
+    socket.close();
+    this.#size--;
+  }
+
+  // A connection is gone: its address may connect again for its waiters,
+  // and so may addresses that maxTotal held back, oldest waiter first.
+  #slotFreed(host: HostPool): void {
+    this.#dispatch(host);
+    if (this.#blocked.size === 0 || this.#size >= this.#policy.maxTotal) return;
+    const blocked = [...this.#blocked]
+      .map((candidate) => ({ candidate, oldest: candidate.waiters.peek()?.seq ?? Infinity }))
+      .sort((a, b) => a.oldest - b.oldest);
+    this.#blocked.clear();
+    for (const { candidate, oldest } of blocked) {
+      if (oldest === Infinity) continue;
+      if (this.#size >= this.#policy.maxTotal) this.#blocked.add(candidate);
+      else this.#dispatch(candidate);
+    }
   }
 
   #onIdleBreak(socket: PooledSocket, _reason: BreakReason): void {
     const host = this.#hosts.get(socket.address.key);
     if (host === undefined || !host.removeIdle(socket)) return;
-    socket.close();
+    this.#idleLru.delete(socket);
+    this.#discard(socket);
     this.#totals.broken++;
+    this.#slotFreed(host);
+  }
+
+  #takeWaiter(host: HostPool): Waiter | undefined {
+    const waiter = host.waiters.shift();
+    if (waiter !== undefined) this.#countWaiting(-1);
+    return waiter;
+  }
+
+  /** A waiter gives up (aborted, timed out): it leaves the line at once. */
+  #leave(waiter: Waiter, error: unknown): void {
+    if (waiter.done) return;
+    const host = this.#hosts.get(waiter.key)!;
+    host.waiters.leave(waiter);
+    this.#countWaiting(-1);
+    waiter.reject(error);
     this.#forgetIfEmpty(host);
   }
 
-  #forgetIfEmpty(host: HostPool): void {
-    if (host.empty && this.#hosts.get(host.address.key) === host) {
-      this.#hosts.delete(host.address.key);
+  #timeOut(waiter: Waiter): void {
+    const host = this.#hosts.get(waiter.key);
+    this.#totals.timedOut++;
+    this.#leave(
+      waiter,
+      new PoolError(
+        "ACQUIRE_TIMEOUT",
+        `Cannot acquire a connection to "${waiter.key}" within ${this.#policy.acquireTimeout} ms`,
+        host?.lastError === undefined
+          ? { address: waiter.key }
+          : { address: waiter.key, cause: host.lastError },
+      ),
+    );
+  }
+
+  #countWaiting(delta: number): void {
+    this.#waiting += delta;
+    if (this.#waiting > 0 && this.#keepAlive === undefined) {
+      this.#keepAlive = setInterval(() => {}, 1 << 30);
+    } else if (this.#waiting === 0 && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
     }
   }
 
-  #throwIfUnusable(address: ResolvedAddress, signal: AbortSignal | undefined): void {
-    if (this.#closed) throw closedError(address, undefined);
-    if (signal?.aborted) throw abortedError(address, signal);
+  #checkAllReturned(): void {
+    if (this.#closed && this.#size === 0) this.#allReturned?.();
+  }
+
+  #forgetIfEmpty(host: HostPool): void {
+    if (!host.empty || this.#hosts.get(host.address.key) !== host) return;
+    clearTimeout(host.expiryTimer);
+    host.expiryTimer = undefined;
+    host.expiryAt = Infinity;
+    this.#hosts.delete(host.address.key);
+    this.#blocked.delete(host);
+  }
+
+  #emit(event: PoolEvent): void {
+    const hook = this.#onEvent;
+    if (hook === undefined) return;
+    try {
+      hook(event);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
   }
 
   #borrowedLease(connection: UpstreamConnection, verb: string): Lease {
@@ -441,19 +980,29 @@ function checkSignal(options: AcquireOptions): AbortSignal | undefined {
   return signal;
 }
 
-function closedError(address: ResolvedAddress, cause: unknown): PoolError {
-  return new PoolError(
-    "POOL_CLOSED",
-    `Cannot acquire a connection to "${address.key}": the pool is closed`,
-    cause === undefined ? { address: address.key } : { address: address.key, cause },
-  );
+function checkCloseTimeout(options: CloseOptions): number | undefined {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
+  }
+  const { timeout } = options;
+  if (timeout === undefined) return undefined;
+  if (typeof timeout !== "number") {
+    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
+  }
+  if (Number.isNaN(timeout) || timeout < 0) {
+    throw new RangeError(
+      `Invalid close option timeout: expected milliseconds >= 0, got ${timeout}`,
+    );
+  }
+  return timeout;
 }
 
-function abortedError(address: ResolvedAddress, signal: AbortSignal): PoolError {
-  return new PoolError("ABORTED", `Acquiring a connection to "${address.key}" was aborted`, {
-    address: address.key,
-    cause: signal.reason,
-  });
+function closedError(key: string, cause?: unknown): PoolError {
+  return new PoolError(
+    "POOL_CLOSED",
+    `Cannot acquire a connection to "${key}": the pool is closed`,
+    cause === undefined ? { address: key } : { address: key, cause },
+  );
 }
 
 function leaseEnded(address: ResolvedAddress): PoolError {

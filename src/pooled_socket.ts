@@ -38,6 +38,10 @@ export class PooledSocket {
   readonly address: ResolvedAddress;
   readonly transport: TransportConnection;
   readonly createdAt: number;
+  /** When the socket is to be closed for age (maxLifetime with jitter), or Infinity. */
+  expiresAt = Infinity;
+  /** When it last became idle. */
+  idleSince = 0;
   state: SocketState = "borrowed";
   /** Bumped at every lend, so a stale handle can tell it is stale. */
   generation = 0;
@@ -74,6 +78,7 @@ export class PooledSocket {
   /** Starts the idle watch: a read whose every outcome means "broken". */
   watchIdle(): void {
     this.state = "idle";
+    this.idleSince = Date.now();
     this.transport.unref();
     this.#ensureReading();
   }

@@ -10,8 +10,8 @@
  * @example
  * ```ts
  * import { ConnectionPool } from "@upstream/pool";
- * const { idle, borrowed, connecting } = new ConnectionPool().stats();
- * console.log(idle + borrowed + connecting); // 0
+ * const { idle, borrowed, connecting, waiting } = new ConnectionPool().stats();
+ * console.log(idle + borrowed + connecting, waiting); // 0 0
  * ```
  */
 export interface PoolCounts {
@@ -19,8 +19,10 @@ export interface PoolCounts {
   idle: number;
   /** Handed out by `acquire` and not yet given back. */
   borrowed: number;
-  /** Connects in progress (from `acquire` or `add`). */
+  /** Connects in progress (from `acquire`, `add`, `warm` or a refill). */
   connecting: number;
+  /** Acquires waiting in line. */
+  waiting: number;
 }
 
 /**
@@ -46,6 +48,10 @@ export interface PoolTotals {
   dropped: number;
   /** Borrowed connections closed by `release` (or by leaving an `await using` scope). */
   released: number;
+  /** Idle connections closed by policy: idle timeout, lifetime, idle limits. */
+  expired: number;
+  /** Acquires that failed with `ACQUIRE_TIMEOUT`. */
+  timedOut: number;
 }
 
 /**
