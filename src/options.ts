@@ -176,6 +176,16 @@ const ADDRESS_DEFAULTS: AddressPolicy = {
 
 type Kind = "count>=1" | "count>=0" | "ms";
 
+/** A value as an error message shows it: strings quoted, objects by kind. */
+export function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (value === null) return "null";
+  if (typeof value === "object" || typeof value === "function") {
+    return Array.isArray(value) ? "an array" : `${typeof value}`;
+  }
+  return String(value);
+}
+
 const ADDRESS_FIELDS: Record<keyof AddressPolicy, Kind> = {
   maxPerHost: "count>=1",
   maxIdlePerHost: "count>=0",
@@ -188,7 +198,7 @@ const ADDRESS_FIELDS: Record<keyof AddressPolicy, Kind> = {
 
 function checkNumber(option: string, value: unknown, kind: Kind): number {
   if (typeof value !== "number") {
-    throw new TypeError(`Invalid pool option ${option}: expected a number, got ${typeof value}`);
+    throw new TypeError(`Invalid pool option ${option}: expected a number, got ${show(value)}`);
   }
   const count = kind !== "ms";
   const min = kind === "count>=1" ? 1 : 0;
@@ -236,19 +246,33 @@ export function resolvePolicy(options: PoolPolicyOptions): PoolPolicy {
   const order = options.order ?? "lifo";
   if (order !== "lifo" && order !== "fifo") {
     throw new TypeError(
-      `Invalid pool option order: expected "lifo" or "fifo", got ${String(order)}`,
+      `Invalid pool option order: expected "lifo" or "fifo", got ${show(order)}`,
     );
   }
   const perAddress = new Map<string, AddressPolicy>();
   const overrides = options.perAddress ?? [];
   if (!Array.isArray(overrides)) {
-    throw new TypeError("Invalid pool option perAddress: expected an array of { address, ... }");
+    throw new TypeError(
+      `Invalid pool option perAddress: expected an array of { address, ... }, got ${
+        show(overrides)
+      }`,
+    );
   }
   for (const [i, override] of overrides.entries()) {
     if (override === null || typeof override !== "object") {
-      throw new TypeError(`Invalid pool option perAddress[${i}]: expected an object`);
+      throw new TypeError(
+        `Invalid pool option perAddress[${i}]: expected an object, got ${show(override)}`,
+      );
     }
-    const { key } = resolveAddress(override.address);
+    let key: string;
+    try {
+      key = resolveAddress(override.address).key;
+    } catch (error) {
+      const ErrorType = error instanceof RangeError ? RangeError : TypeError;
+      throw new ErrorType(
+        `Invalid pool option perAddress[${i}].address: ${(error as Error).message}`,
+      );
+    }
     perAddress.set(key, resolveAddressPolicy(override, defaults, `perAddress[${i}].`));
   }
   return {

@@ -12,7 +12,7 @@ import { connectError, PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
 import { LeakWatch } from "./leak_watch.ts";
-import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
+import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy, show } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { detectTransport } from "./transports/detect.ts";
@@ -183,9 +183,7 @@ export class ConnectionPool implements AsyncDisposable {
       this.#transport = transport;
     }
     if (onEvent !== undefined && typeof onEvent !== "function") {
-      throw new TypeError(
-        `Invalid pool option onEvent: expected a function, got ${typeof onEvent}`,
-      );
+      throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
     }
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
@@ -394,6 +392,7 @@ export class ConnectionPool implements AsyncDisposable {
       pooled = this.#makeIdle(host, socket);
     }
     if (!pooled) this.#slotFreed(host);
+    else this.#serveBlocked();
     this.#checkAllReturned();
     return pooled;
   }
@@ -629,7 +628,12 @@ export class ConnectionPool implements AsyncDisposable {
     if (this.#size < this.#policy.maxTotal) return true;
     const victim = this.#evictable(host);
     if (victim === undefined) return false;
-    this.#closeIdle(victim, "max-idle");
+    // The freed slot is the caller's: nobody else may be dispatched into it.
+    const owner = this.#hosts.get(victim.address.key)!;
+    owner.removeIdle(victim);
+    this.#idleLru.delete(victim);
+    this.#expire(victim, "max-idle");
+    this.#forgetIfEmpty(owner);
     return true;
   }
 
@@ -713,6 +717,7 @@ export class ConnectionPool implements AsyncDisposable {
     const waiter = this.#takeWaiter(host);
     if (waiter !== undefined) this.#lend(host, socket, waiter, true);
     else if (!this.#makeIdle(host, socket)) this.#slotFreed(host);
+    else this.#serveBlocked();
     requester?.resolve();
     this.#dispatch(host);
   }
@@ -858,16 +863,24 @@ export class ConnectionPool implements AsyncDisposable {
   // A connection is gone: its address may connect again for its waiters,
   // and so may addresses that maxTotal held back, oldest waiter first.
   #slotFreed(host: HostPool): void {
+    // With others held back by maxTotal, the oldest waiter anywhere gets
+    // the slot, not necessarily one of this address.
+    if (this.#blocked.size > 0 && host.waiters.size > 0) this.#blocked.add(host);
+    this.#serveBlocked();
     this.#dispatch(host);
-    if (this.#blocked.size === 0 || this.#size >= this.#policy.maxTotal) return;
+  }
+
+  // Addresses that maxTotal held back get their chance, oldest waiter
+  // first: at a free slot, or where an idle socket can make room.
+  #serveBlocked(): void {
+    if (this.#blocked.size === 0) return;
+    if (this.#size >= this.#policy.maxTotal && this.#evictable(undefined) === undefined) return;
     const blocked = [...this.#blocked]
       .map((candidate) => ({ candidate, oldest: candidate.waiters.peek()?.seq ?? Infinity }))
       .sort((a, b) => a.oldest - b.oldest);
     this.#blocked.clear();
     for (const { candidate, oldest } of blocked) {
-      if (oldest === Infinity) continue;
-      if (this.#size >= this.#policy.maxTotal) this.#blocked.add(candidate);
-      else this.#dispatch(candidate);
+      if (oldest !== Infinity) this.#dispatch(candidate);
     }
   }
 
