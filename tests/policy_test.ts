@@ -1162,3 +1162,24 @@ function catchError(run: () => unknown): Error {
   }
   assert.fail("expected it to throw");
 }
+
+describe("add() and warm() at the connection limit", () => {
+  test("reject with LIMIT_REACHED and open nothing", async () => {
+    const { pool, transport } = setup({ maxPerHost: 1 });
+    const held = await pool.acquire(A);
+    await assert.rejects(pool.add(A), (error: unknown) => {
+      assert.ok(error instanceof PoolError);
+      assert.equal(error.code, "LIMIT_REACHED");
+      return true;
+    });
+    assert.equal(transport.openConnections, 1);
+    assert.equal(checked(pool).connecting, 0);
+    await assert.rejects(pool.warm(A, 1), (error: unknown) => {
+      assert.ok(error instanceof PoolError);
+      assert.equal(error.code, "LIMIT_REACHED");
+      return true;
+    });
+    pool.retain(held.connection);
+    await pool.close();
+  });
+});
