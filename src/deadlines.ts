@@ -31,6 +31,7 @@ export class AcquireDeadlines {
 
   #schedule(): void {
     while (this.#head < this.#queue.length && this.#queue[this.#head]!.done) this.#head++;
+    this.#compact();
     const next = this.#queue[this.#head];
     if (next === undefined) {
       this.close();
@@ -52,10 +53,18 @@ export class AcquireDeadlines {
       this.#head++;
       if (!waiter.done) this.#expire(waiter);
     }
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+    this.#schedule();
+  }
+
+  // Served waiters are skipped from the front; drop them now and then so the
+  // queue holds about as many entries as there are waiters.
+  #compact(): void {
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
-    this.#schedule();
   }
 }

@@ -17,7 +17,7 @@ import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socke
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
-import { unrefTimeout } from "./_timers.ts";
+import { KeepAlive, unrefTimeout } from "./_timers.ts";
 import { Waiter } from "./wait_queue.ts";
 
 /**
@@ -146,8 +146,8 @@ export class ConnectionPool implements AsyncDisposable {
   /** Addresses with idle sockets to hand to waiters after the settle turn. */
   #handoutHosts: Set<HostPool> = new Set();
   #handoutPending = false;
-  /** A ref'd timer that keeps the process alive while acquires wait. */
-  #keepAlive: ReturnType<typeof setInterval> | undefined;
+  /** Keeps the process alive while acquires wait. */
+  #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
   #allReturned: (() => void) | undefined;
   // Callbacks for sockets and leases, kept off the public surface.
@@ -522,6 +522,7 @@ export class ConnectionPool implements AsyncDisposable {
     for (const controller of this.#connectAborts) controller.abort(reason);
     this.#deadlines.close();
     this.#leaks?.close();
+    this.#keepAlive.close();
     this.#blocked.clear();
     this.#handoutHosts.clear();
     for (const host of [...this.#hosts.values()]) {
@@ -926,12 +927,8 @@ export class ConnectionPool implements AsyncDisposable {
 
   #countWaiting(delta: number): void {
     this.#waiting += delta;
-    if (this.#waiting > 0 && this.#keepAlive === undefined) {
-      this.#keepAlive = setInterval(() => {}, 1 << 30);
-    } else if (this.#waiting === 0 && this.#keepAlive !== undefined) {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = undefined;
-    }
+    if (this.#waiting > 0) this.#keepAlive.hold();
+    else this.#keepAlive.release();
   }
 
   #checkAllReturned(): void {
