@@ -14,6 +14,7 @@ import {
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
 import { deadline, delay, waitUntil } from "./_async.ts";
+import { runFixture } from "./_subprocess.ts";
 
 type PoolEvent = Parameters<NonNullable<ConnectionPoolOptions["onEvent"]>>[0];
 type PolicyOptions = Omit<ConnectionPoolOptions, "transport" | "onEvent">;
@@ -1181,5 +1182,14 @@ describe("add() and warm() at the connection limit", () => {
     });
     pool.retain(held.connection);
     await pool.close();
+  });
+});
+
+describe("process lifetime", () => {
+  test("an acquire waiting in line keeps the process alive until it is served", async () => {
+    const result = await runFixture("waiter_keepalive", []);
+    assert.equal(result.killed, false, "the process did not exit after being served");
+    assert.equal(result.stdout.trim(), "served", result.stderr);
+    assert.equal(result.code, 0, result.stderr);
   });
 });
