@@ -590,6 +590,7 @@ export class ConnectionPool implements AsyncDisposable {
         this.#idleLru.delete(socket);
         if (socket.expiresAt <= Date.now()) {
           this.#expire(socket, "max-lifetime");
+          this.#serveBlocked();
           continue;
         }
         this.#totals.reused++;
