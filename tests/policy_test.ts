@@ -796,21 +796,41 @@ describe("abort", () => {
   });
 });
 
+/** An upstream at A whose every connect fails after 2 ms; counts attempts and the most at once. */
+function refusingUpstream() {
+  const transport = new MemoryTransport();
+  const counts = { attempts: 0, inFlight: 0, peak: 0 };
+  transport.listen(A, () => {}, {
+    accept: async () => {
+      counts.attempts++;
+      counts.peak = Math.max(counts.peak, ++counts.inFlight);
+      await delay(2);
+      counts.inFlight--;
+      throw refused();
+    },
+  });
+  return { transport, counts };
+}
+
+/** Twenty acquires at once on A: each must fail with a connect error or time out, none hang. */
+async function burstOfTwenty(pool: ConnectionPool): Promise<void> {
+  const results = await deadline(
+    Promise.all(Array.from({ length: 20 }, () => settled(pool.acquire(A)))),
+    2000,
+    "20 acquires",
+  );
+  for (const result of results) {
+    assert.ok(result instanceof PoolError, `expected a PoolError, got ${result}`);
+    assert.ok(
+      ["CONNECT_REFUSED", "ACQUIRE_TIMEOUT"].includes(result.code),
+      `unexpected code ${result.code}`,
+    );
+  }
+}
+
 describe("connect errors are not retried silently", () => {
   test("a burst of 20 waiters against a refusing upstream: at most maxPerHost connects at once", async () => {
-    const transport = new MemoryTransport();
-    let attempts = 0;
-    let inFlight = 0;
-    let peak = 0;
-    transport.listen(A, () => {}, {
-      accept: async () => {
-        attempts++;
-        peak = Math.max(peak, ++inFlight);
-        await delay(2);
-        inFlight--;
-        throw refused();
-      },
-    });
+    const { transport, counts } = refusingUpstream();
     const events: PoolEvent[] = [];
     const pool = track(
       new ConnectionPool({
@@ -820,23 +840,15 @@ describe("connect errors are not retried silently", () => {
         onEvent: (event) => events.push(event),
       }),
     );
-    const results = await deadline(
-      Promise.all(Array.from({ length: 20 }, () => settled(pool.acquire(A)))),
-      2000,
-      "20 acquires",
+    await burstOfTwenty(pool);
+    assert.ok(counts.peak <= 2, `${counts.peak} connects at once`);
+    assert.ok(
+      counts.attempts >= 1 && counts.attempts <= 20,
+      `${counts.attempts} connect counts.attempts for 20 acquires`,
     );
-    for (const result of results) {
-      assert.ok(result instanceof PoolError, `expected a PoolError, got ${result}`);
-      assert.ok(
-        ["CONNECT_REFUSED", "ACQUIRE_TIMEOUT"].includes(result.code),
-        `unexpected code ${result.code}`,
-      );
-    }
-    assert.ok(peak <= 2, `${peak} connects at once`);
-    assert.ok(attempts >= 1 && attempts <= 20, `${attempts} connect attempts for 20 acquires`);
     const stats = checked(pool);
     assert.deepEqual([stats.connecting, stats.waiting, stats.idle, stats.borrowed], [0, 0, 0, 0]);
-    assert.equal(stats.totals.failed, attempts);
+    assert.equal(stats.totals.failed, counts.attempts);
     assert.equal(
       events.filter((event) => event.type === "connect-error").length,
       0,
@@ -846,35 +858,15 @@ describe("connect errors are not retried silently", () => {
   });
 
   test("without limits, a burst of 20 against a refusing upstream: not 20 connects at once", async () => {
-    const transport = new MemoryTransport();
-    let attempts = 0;
-    let inFlight = 0;
-    let peak = 0;
-    transport.listen(A, () => {}, {
-      accept: async () => {
-        attempts++;
-        peak = Math.max(peak, ++inFlight);
-        await delay(2);
-        inFlight--;
-        throw refused();
-      },
-    });
+    const { transport, counts } = refusingUpstream();
     const pool = track(new ConnectionPool({ transport, acquireTimeout: 1000 }));
-    const results = await deadline(
-      Promise.all(Array.from({ length: 20 }, () => settled(pool.acquire(A)))),
-      2000,
-      "20 acquires",
-    );
-    for (const result of results) {
-      assert.ok(result instanceof PoolError, `expected a PoolError, got ${result}`);
-      assert.ok(
-        ["CONNECT_REFUSED", "ACQUIRE_TIMEOUT"].includes(result.code),
-        `unexpected code ${result.code}`,
-      );
-    }
-    assert.ok(peak < 20, `${peak} connects at once for 20 acquires`);
+    await burstOfTwenty(pool);
+    assert.ok(counts.peak < 20, `${counts.peak} connects at once for 20 acquires`);
     await delay(20);
-    assert.ok(attempts >= 1 && attempts <= 20, `${attempts} connect attempts for 20 acquires`);
+    assert.ok(
+      counts.attempts >= 1 && counts.attempts <= 20,
+      `${counts.attempts} connect counts.attempts for 20 acquires`,
+    );
     const stats = checked(pool);
     assert.deepEqual([stats.connecting, stats.waiting], [0, 0]);
     await pool.close();
