@@ -227,10 +227,14 @@ function resolveAddressPolicy(
       policy[field] = checkNumber(prefix + field, value, ADDRESS_FIELDS[field]);
     }
   }
-  if (policy.minIdlePerHost > policy.maxPerHost) {
-    throw new RangeError(
-      `Invalid pool option ${prefix}minIdlePerHost: ${policy.minIdlePerHost} exceeds maxPerHost ${policy.maxPerHost}`,
-    );
+  for (const limit of ["maxPerHost", "maxIdlePerHost"] as const) {
+    if (policy.minIdlePerHost > policy[limit]) {
+      throw new RangeError(
+        `Invalid pool option ${prefix}minIdlePerHost: ${policy.minIdlePerHost} exceeds ${limit} ${
+          policy[limit]
+        }`,
+      );
+    }
   }
   return policy;
 }

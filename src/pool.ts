@@ -325,10 +325,15 @@ export class ConnectionPool implements AsyncDisposable {
       }
       if (this.#closed) throw closedError(resolved.key);
       const host = this.#host(resolved);
-      if (!Number.isInteger(count) || count < 0 || count > host.policy.maxPerHost) {
+      const most = Math.min(
+        host.policy.maxPerHost,
+        host.policy.maxIdlePerHost,
+        this.#policy.maxIdle,
+      );
+      if (!Number.isInteger(count) || count < 0 || count > most) {
         this.#forgetIfEmpty(host);
         throw new RangeError(
-          `Invalid warm count: expected an integer from 0 to maxPerHost (${host.policy.maxPerHost}), got ${count}`,
+          `Invalid warm count: expected an integer from 0 to ${most} (maxPerHost, maxIdlePerHost, maxIdle), got ${count}`,
         );
       }
       host.minIdle = count;
@@ -522,7 +527,6 @@ export class ConnectionPool implements AsyncDisposable {
     for (const controller of this.#connectAborts) controller.abort(reason);
     this.#deadlines.close();
     this.#leaks?.close();
-    this.#keepAlive.close();
     this.#blocked.clear();
     this.#handoutHosts.clear();
     for (const host of [...this.#hosts.values()]) {
@@ -541,6 +545,8 @@ export class ConnectionPool implements AsyncDisposable {
       host.minIdle = 0;
       this.#forgetIfEmpty(host);
     }
+    // Last: rejecting the waiters above releases the keep-alive once more.
+    this.#keepAlive.close();
   }
 
   #host(address: ResolvedAddress): HostPool {
@@ -596,7 +602,22 @@ export class ConnectionPool implements AsyncDisposable {
         this.#totals.reused++;
         this.#lend(host, socket, this.#takeWaiter(host)!, false);
       }
+      // Sockets retained for waiters skipped the idle limits; with the line
+      // served (or gone), what is left over must fit them again.
+      if (host.waiters.size === 0) this.#trimIdle(host);
       this.#dispatch(host);
+    }
+    this.#serveBlocked();
+  }
+
+  #trimIdle(host: HostPool): void {
+    while (host.idle.length > host.policy.maxIdlePerHost) {
+      this.#closeIdle(host.idle[0]!, "max-idle");
+    }
+    while (this.#idleLru.size > this.#policy.maxIdle) {
+      const victim = this.#evictable(undefined);
+      if (victim === undefined) break;
+      this.#closeIdle(victim, "max-idle");
     }
   }
 
@@ -758,6 +779,7 @@ export class ConnectionPool implements AsyncDisposable {
 
   /** Puts a socket in the idle list, or closes it if policy says so. */
   #makeIdle(host: HostPool, socket: PooledSocket): boolean {
+    let victim: PooledSocket | undefined;
     if (host.waiters.size === 0) {
       if (socket.expiresAt <= Date.now()) {
         this.#expire(socket, "max-lifetime");
@@ -768,17 +790,19 @@ export class ConnectionPool implements AsyncDisposable {
         return false;
       }
       if (this.#idleLru.size >= this.#policy.maxIdle) {
-        const victim = this.#evictable(undefined);
-        if (victim === undefined || this.#policy.maxIdle === 0) {
+        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
+        if (victim === undefined) {
           this.#expire(socket, "max-idle");
           return false;
         }
-        this.#closeIdle(victim, "max-idle");
       }
     }
+    // In the list before the victim goes, so that closing the victim can
+    // never find this address empty and forget it.
     host.idle.push(socket);
     this.#idleLru.add(socket);
     socket.watchIdle();
+    if (victim !== undefined) this.#closeIdle(victim, "max-idle");
     this.#scheduleExpiry(host, socket);
     if (host.warmers.length > 0) {
       host.warmers = host.warmers.filter((warmer) => {
@@ -795,7 +819,11 @@ export class ConnectionPool implements AsyncDisposable {
   // unless a back-off after a failed connect is running.
   #refill(host: HostPool): void {
     if (host.minIdle === 0 || host.backoffTimer !== undefined) return;
-    let deficit = host.minIdle - host.idle.length - host.connecting + host.waiters.size;
+    // Only as many as the idle limits will keep: a connection opened just to
+    // be closed again would start the refill over, endlessly.
+    const target = Math.min(host.minIdle, host.policy.maxIdlePerHost);
+    const room = this.#policy.maxIdle - this.#idleLru.size - host.connecting + host.waiters.size;
+    let deficit = Math.min(target - host.idle.length - host.connecting + host.waiters.size, room);
     while (deficit > 0 && this.#mayConnect(host)) {
       this.#connect(host, undefined);
       deficit--;
