@@ -833,12 +833,8 @@ export class ConnectionPool implements AsyncDisposable {
   // Idle timeout and lifetime: one timer per address, for the earliest
   // expiry among its idle sockets, moved only when a sooner one appears.
   #scheduleExpiry(host: HostPool, socket: PooledSocket): void {
-    const { idleTimeout } = host.policy;
-    const at = Math.min(socket.idleSince + idleTimeout, socket.expiresAt);
-    if (at === Infinity || at >= host.expiryAt) return;
-    clearTimeout(host.expiryTimer);
-    host.expiryAt = at;
-    host.expiryTimer = unrefTimeout(() => this.#expireIdle(host), Math.max(0, at - Date.now()));
+    const at = Math.min(socket.idleSince + host.policy.idleTimeout, socket.expiresAt);
+    this.#scheduleExpiryAt(host, at);
   }
 
   #expireIdle(host: HostPool): void {
