@@ -32,7 +32,15 @@ export {
 export type { AddressPolicyOptions, PerAddressOptions, PoolPolicyOptions } from "./src/options.ts";
 export type { ConnectErrorEvent, ExpireEvent, LeakEvent, PoolEvent } from "./src/events.ts";
 export type { Acquired, UpstreamConnection } from "./src/connection.ts";
-export { type Address, resolveAddress, type ResolvedAddress } from "./src/address.ts";
+export {
+  type Address,
+  resolveAddress,
+  type ResolvedAddress,
+  type ResolvedTcpAddress,
+  type ResolvedUnixAddress,
+  type TcpAddress,
+  type UnixAddress,
+} from "./src/address.ts";
 export { PoolError, type PoolErrorCode, type PoolErrorOptions } from "./src/errors.ts";
 export type { PoolCounts, PoolStats, PoolTotals } from "./src/stats.ts";
 export type {

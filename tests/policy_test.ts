@@ -9,6 +9,7 @@ import {
   type ConnectionPoolOptions,
   PoolError,
   type PoolStats,
+  resolveAddress,
   type Transport,
   type UpstreamConnection,
 } from "../mod.ts";
@@ -356,7 +357,7 @@ describe("maxTotal", () => {
     const waiters = order.map((address, i) =>
       pending(
         pool.acquire(address).then((acquired) => {
-          served.push(`${i}:${acquired.connection.address.hostname}`);
+          served.push(`${i}:${acquired.connection.address.key}`);
           return acquired;
         }),
       )
@@ -372,7 +373,7 @@ describe("maxTotal", () => {
       await delay(1);
       assert.deepEqual(
         served,
-        order.slice(0, i + 1).map((address, j) => `${j}:${address.hostname}`),
+        order.slice(0, i + 1).map((address, j) => `${j}:${resolveAddress(address).key}`),
       );
       assert.ok(transport.openConnections <= 1);
     }

@@ -15,11 +15,11 @@ import process from "node:process";
 import { setImmediate } from "node:timers";
 import {
   type Acquired,
-  type Address,
   ConnectionPool,
   type ConnectionPoolOptions,
   PoolError,
   type PoolStats,
+  type TcpAddress,
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
 
@@ -144,7 +144,7 @@ function envNumber(name: string): number | undefined {
 // ---------------------------------------------------------------------------
 // The policy of one run
 
-const ADDRESSES: readonly Address[] = [
+const ADDRESSES: readonly TcpAddress[] = [
   { hostname: "a.model", port: 1 },
   { hostname: "b.model", port: 2 },
   { hostname: "c.model", port: 3 },

@@ -107,6 +107,27 @@ describe("acquire, retain and release", () => {
     await pool.close();
   });
 
+  test("Unix-socket addresses are pooled by path, apart from TCP ones", async () => {
+    const transport = new MemoryTransport();
+    transport.listen({ path: "/run/app.sock" }, (peer) => peer.echo());
+    transport.listen(ADDRESS, (peer) => peer.echo());
+    const pool = new ConnectionPool({ transport });
+    const unix = await pool.acquire({ path: "/run/app.sock" });
+    assert.equal(unix.connection.address.key, "unix:/run/app.sock");
+    assert.equal(await roundTrip(unix.connection, "over unix"), "over unix");
+    pool.retain(unix.connection);
+    const tcp = await pool.acquire(ADDRESS);
+    assert.equal(tcp.created, true, "a TCP acquire never gets the Unix connection");
+    pool.retain(tcp.connection);
+    const again = await pool.acquire({ path: "/run/app.sock" });
+    assert.equal(again.created, false);
+    assert.deepEqual(Object.keys(pool.stats().byAddress).sort(), [
+      "unix:/run/app.sock",
+      "upstream.test:7000",
+    ]);
+    await pool.close();
+  });
+
   test("add() pre-warms idle connections that acquire then reuses", async () => {
     const { pool, peers } = setup();
     await Promise.all([pool.add(ADDRESS), pool.add(ADDRESS)]);
@@ -460,6 +481,10 @@ describe("bad input is a TypeError or RangeError and opens nothing", () => {
     ["hostname 42", { hostname: 42, port: 80 }, TypeError],
     ["hostname with a space", { hostname: "a b", port: 80 }, TypeError],
     ["address null", null, TypeError],
+    ["empty path", { path: "" }, TypeError],
+    ["path 5", { path: 5 }, TypeError],
+    ["path with a NUL", { path: "/tmp/a\0b" }, TypeError],
+    ["both path and hostname", { path: "/tmp/a.sock", hostname: "a.test", port: 80 }, TypeError],
     ["address a string", "a.test:80", TypeError],
   ];
   for (const [name, address, ErrorType] of cases) {
@@ -470,7 +495,7 @@ describe("bad input is a TypeError or RangeError and opens nothing", () => {
       const pool = new ConnectionPool({ transport });
       const error = await pool.acquire(address as never).catch((e) => e);
       assert.ok(error instanceof ErrorType, `expected ${ErrorType.name}, got ${error}`);
-      assert.match(error.message, /hostname|port|address/);
+      assert.match(error.message, /hostname|port|address|path/);
       await assert.rejects(pool.add(address as never), ErrorType);
       assert.equal(connects, 0);
       assert.equal(transport.openConnections, 0);

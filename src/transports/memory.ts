@@ -336,8 +336,8 @@ export class MemoryTransport implements Transport {
   ): Promise<TransportConnection> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (address.hostname.endsWith(".invalid")) {
-      return Promise.reject(codedError(`getaddrinfo ENOTFOUND ${address.hostname}`, "ENOTFOUND"));
+    if (address.kind === "tcp" && address.hostname.endsWith(".invalid")) {
+      return Promise.reject(codedError(`getaddrinfo ENOTFOUND ${address.key}`, "ENOTFOUND"));
     }
     const listener = this.#listeners.get(address.key);
     if (listener === undefined) {
