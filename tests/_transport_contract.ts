@@ -14,6 +14,8 @@ export interface ContractOptions {
   skip?: boolean;
   /** Name the idle fixture uses to load the transport: "deno", "bun" or "node". */
   fixtureName: string;
+  /** Run the contract against upstreams on Unix sockets instead of TCP ports. */
+  unix?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -37,8 +39,10 @@ export function describeTransportContract(
   getTransport: () => Transport,
   options: ContractOptions,
 ): void {
-  describe(`${name} transport contract`, { skip: options.skip }, () => {
-    const upstreams = useUpstreamPair();
+  const unix = options.unix ?? false;
+  const title = `${name} transport contract${unix ? " (Unix sockets)" : ""}`;
+  describe(title, { skip: options.skip }, () => {
+    const upstreams = useUpstreamPair({ unix });
     const connect = (upstream: TestUpstream) =>
       getTransport().connect(resolveAddress(upstream.address), {});
 
@@ -86,12 +90,22 @@ export function describeTransportContract(
       socket.close();
     });
 
-    test("read() rejects after the peer resets the connection", async () => {
+    test("read() rejects after the peer resets the connection", { skip: unix }, async () => {
       const socket = await connect(upstreams.silent);
       const server = await upstreams.silent.nextConnection();
       const pending = socket.read();
       server.resetAndDestroy();
       await assert.rejects(pending);
+      socket.close();
+    });
+
+    // A Unix socket has no reset: an abrupt close is only an EOF.
+    test("read() resolves null after the peer destroys the socket", { skip: !unix }, async () => {
+      const socket = await connect(upstreams.silent);
+      const server = await upstreams.silent.nextConnection();
+      const pending = socket.read();
+      server.destroy();
+      assert.equal(await pending, null);
       socket.close();
     });
 
@@ -123,7 +137,17 @@ export function describeTransportContract(
       socket.close();
     });
 
-    test("a refused connect rejects with code ECONNREFUSED", async () => {
+    test("a path with no listener rejects with code ENOENT", { skip: !unix }, async () => {
+      const closed = await TestUpstream.start({ unix: true });
+      const address = resolveAddress(closed.address);
+      await closed.close();
+      await assert.rejects(
+        getTransport().connect(address, {}),
+        (error: { code?: string }) => error.code === "ENOENT",
+      );
+    });
+
+    test("a refused connect rejects with code ECONNREFUSED", { skip: unix }, async () => {
       const closed = await TestUpstream.start();
       const port = closed.port;
       await closed.close();
@@ -133,7 +157,7 @@ export function describeTransportContract(
       );
     });
 
-    test("an unresolvable host rejects with a DNS code", async () => {
+    test("an unresolvable host rejects with a DNS code", { skip: unix }, async () => {
       await assert.rejects(
         getTransport().connect(resolveAddress({ hostname: "no-such-host.invalid", port: 80 }), {}),
         (error: { code?: string }) => /^(ENOTFOUND|EAI_)/.test(String(error.code)),
@@ -151,7 +175,7 @@ export function describeTransportContract(
       // Its own upstream: a connect that cannot be cancelled (Bun's) still
       // reaches the server, and that stale socket must not become the next
       // test's silent.nextConnection().
-      const upstream = await TestUpstream.start({ mode: "silent" });
+      const upstream = await TestUpstream.start({ mode: "silent", unix });
       try {
         const late = new AbortController();
         const pending = getTransport().connect(resolveAddress(upstream.address), {
@@ -212,7 +236,7 @@ export function describeTransportContract(
     test("an unref'd connection with a pending read lets the process exit", async () => {
       const result = await runFixture("idle_transport", [
         options.fixtureName,
-        String(upstreams.silent.port),
+        upstreams.silent.location,
       ]);
       assert.equal(result.killed, false, `process was kept alive (stdout: ${result.stdout})`);
       assert.equal(result.stdout.trim(), "idle", result.stderr);

@@ -1,19 +1,27 @@
 // A loopback upstream for tests, written with node:net so that the same
 // server runs under Deno, Bun and Node while each runtime's own client
-// transport is under test. It listens on 127.0.0.1 on a free port.
+// transport is under test. It listens on 127.0.0.1 on a free port, or on a
+// Unix socket in a fresh temporary directory.
+import * as fs from "node:fs";
 import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
 import { after, before } from "node:test";
+import type { TcpAddress, UnixAddress } from "../src/address.ts";
 
 export type UpstreamMode = "echo" | "silent";
 
 export interface TestUpstreamOptions {
   /** "echo" writes back whatever arrives; "silent" never writes by itself. */
   mode?: UpstreamMode;
+  /** Listen on a Unix socket in a new temporary directory instead of a TCP port. */
+  unix?: boolean;
 }
 
 export class TestUpstream {
   readonly server: net.Server;
-  readonly port: number;
+  /** `{ hostname, port }`, or `{ path }` for a Unix-socket upstream. */
+  readonly address: TcpAddress & { port: number } | UnixAddress;
   /** Server-side sockets that are still open. */
   readonly open: Set<net.Socket> = new Set();
   /** How many connections were accepted in all. */
@@ -22,32 +30,47 @@ export class TestUpstream {
   #backlog: net.Socket[] = [];
   #openWaiters: Array<() => void> = [];
 
-  private constructor(server: net.Server, port: number) {
+  private constructor(server: net.Server, address: TestUpstream["address"]) {
     this.server = server;
-    this.port = port;
+    this.address = address;
   }
 
   static async start(options: TestUpstreamOptions = {}): Promise<TestUpstream> {
     const mode = options.mode ?? "echo";
     const server = net.createServer({ noDelay: true, allowHalfOpen: false });
+    const socketPath = options.unix
+      ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), "upstream-pool-")), "upstream.sock")
+      : undefined;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => resolve());
+      if (socketPath === undefined) server.listen(0, "127.0.0.1", () => resolve());
+      else server.listen(socketPath, () => resolve());
     });
-    const port = (server.address() as net.AddressInfo).port;
-    const upstream = new TestUpstream(server, port);
+    const upstream = new TestUpstream(
+      server,
+      socketPath === undefined
+        ? { hostname: "127.0.0.1", port: (server.address() as net.AddressInfo).port }
+        : { path: socketPath },
+    );
     server.on("connection", (socket) => upstream.#accept(socket, mode));
     return upstream;
   }
 
-  get address(): { hostname: string; port: number } {
-    return { hostname: "127.0.0.1", port: this.port };
+  /** The TCP port; throws for a Unix-socket upstream. */
+  get port(): number {
+    if ("path" in this.address) throw new TypeError("this upstream listens on a Unix socket");
+    return this.address.port;
+  }
+
+  /** The port or the socket path, as a fixture's command-line argument. */
+  get location(): string {
+    return "path" in this.address ? this.address.path : String(this.address.port);
   }
 
   #accept(socket: net.Socket, mode: UpstreamMode): void {
     this.accepted++;
     this.open.add(socket);
-    socket.setNoDelay(true);
+    if (!("path" in this.address)) socket.setNoDelay(true);
     socket.on("error", () => {});
     socket.on("close", () => {
       this.open.delete(socket);
@@ -89,6 +112,9 @@ export class TestUpstream {
   async close(): Promise<void> {
     for (const socket of this.open) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if ("path" in this.address) {
+      fs.rmSync(path.dirname(this.address.path), { recursive: true, force: true });
+    }
   }
 }
 
@@ -102,11 +128,11 @@ export interface UpstreamPair {
  * Starts an echo and a silent upstream before the enclosing describe block's
  * tests and closes them after; read them from the returned object inside tests.
  */
-export function useUpstreamPair(): UpstreamPair {
+export function useUpstreamPair(options: { unix?: boolean } = {}): UpstreamPair {
   const pair = {} as UpstreamPair;
   before(async () => {
-    pair.echo = await TestUpstream.start({ mode: "echo" });
-    pair.silent = await TestUpstream.start({ mode: "silent" });
+    pair.echo = await TestUpstream.start({ mode: "echo", unix: options.unix });
+    pair.silent = await TestUpstream.start({ mode: "silent", unix: options.unix });
   });
   after(async () => {
     await pair.echo.close();

@@ -8,10 +8,14 @@ import { runtime } from "./_runtime.ts";
 import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay, waitUntil } from "./_async.ts";
 
-describeTransportContract("bun", () => bunTransport, {
-  skip: runtime !== "bun",
-  fixtureName: "bun",
-});
+// Once over TCP, once over Unix sockets.
+for (const unix of [false, true]) {
+  describeTransportContract("bun", () => bunTransport, {
+    skip: runtime !== "bun",
+    fixtureName: "bun",
+    unix,
+  });
+}
 
 function pattern(size: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(size);

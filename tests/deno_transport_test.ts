@@ -36,10 +36,14 @@ denoRunner?.test({
   },
 });
 
-describeTransportContract("deno", () => denoTransport, {
-  skip: runtime !== "deno",
-  fixtureName: "deno",
-});
+// Once over TCP, once over Unix sockets.
+for (const unix of [false, true]) {
+  describeTransportContract("deno", () => denoTransport, {
+    skip: runtime !== "deno",
+    fixtureName: "deno",
+    unix,
+  });
+}
 
 function pattern(size: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(size);

@@ -8,10 +8,14 @@ import { runtime } from "./_runtime.ts";
 import { type TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
 
-describeTransportContract("node", () => nodeTransport, {
-  skip: runtime !== "node",
-  fixtureName: "node",
-});
+// Once over TCP, once over Unix sockets.
+for (const unix of [false, true]) {
+  describeTransportContract("node", () => nodeTransport, {
+    skip: runtime !== "node",
+    fixtureName: "node",
+    unix,
+  });
+}
 
 describe("node transport", { skip: runtime !== "node" }, () => {
   const upstreams = useUpstreamPair();

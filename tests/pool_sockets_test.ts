@@ -23,6 +23,68 @@ async function roundTrip(connection: UpstreamConnection, text: string): Promise<
   return received;
 }
 
+/** Acquire, round trip, retain, `cycles` times: one connection throughout, every byte back in order. */
+async function checkSequentialReuse(upstream: TestUpstream, cycles: number): Promise<void> {
+  const pool = new ConnectionPool();
+  const accepted = upstream.accepted;
+  let sent = "";
+  let received = "";
+  for (let i = 0; i < cycles; i++) {
+    const { created, connection } = await pool.acquire(upstream.address);
+    assert.equal(created, i === 0);
+    const message = `<${i}:${"y".repeat(i % 29)}>`;
+    sent += message;
+    received += await roundTrip(connection, message);
+    assert.equal(pool.retain(connection), true);
+  }
+  assert.equal(received, sent);
+  assert.equal(upstream.accepted - accepted, 1);
+  await pool.close();
+  await upstream.waitForOpen(0);
+}
+
+/**
+ * Sends stray bytes, a FIN or nothing into an idle connection, in turn, and
+ * acquires right after: the pool must never hand out the dirty or dead one,
+ * and must reuse the clean one. `rounds` is a multiple of 3.
+ */
+async function checkNoDirtyHandoff(upstream: TestUpstream, rounds: number): Promise<void> {
+  const pool = new ConnectionPool();
+  let server: net.Socket | undefined;
+  const dirty: string[] = [];
+  let reused = 0;
+  for (let i = 0; i < rounds; i++) {
+    const mode = i % 3; // 0: stray bytes, 1: FIN, 2: nothing (must be reused)
+    let lease = await pool.acquire(upstream.address);
+    if (lease.created) server = await upstream.nextConnection();
+    await roundTrip(lease.connection, "ping");
+    pool.retain(lease.connection);
+    // Acquire from inside the upstream's write/end callback: the bytes or
+    // the FIN are in the client's receive buffer by then.
+    lease = await new Promise<Acquired>((resolve, reject) => {
+      const acquire = () => pool.acquire(upstream.address).then(resolve, reject);
+      if (mode === 0) server!.write("stray", acquire);
+      else if (mode === 1) server!.end(acquire);
+      else acquire();
+    });
+    if (mode === 2) {
+      assert.equal(lease.created, false, "a clean idle connection must be reused");
+      reused++;
+    } else if (!lease.created) {
+      dirty.push(mode === 0 ? "bytes" : "FIN");
+      pool.release(lease.connection);
+      continue;
+    }
+    if (lease.created) server = await upstream.nextConnection();
+    await roundTrip(lease.connection, "check");
+    pool.retain(lease.connection);
+  }
+  assert.deepEqual(dirty, [], `dirty or dead handoffs: ${dirty.length}`);
+  assert.equal(reused, rounds / 3);
+  await pool.close();
+  await upstream.waitForOpen(0);
+}
+
 describe(`pool on ${runtime} sockets`, () => {
   // A fresh upstream per test, so no test sees another's connections.
   let upstream: TestUpstream;
@@ -31,24 +93,8 @@ describe(`pool on ${runtime} sockets`, () => {
   });
   afterEach(() => upstream.close());
 
-  test("reuses one connection for sequential exchanges; no byte lost or repeated", async () => {
-    const pool = new ConnectionPool();
-    const accepted = upstream.accepted;
-    let sent = "";
-    let received = "";
-    for (let i = 0; i < 300; i++) {
-      const { created, connection } = await pool.acquire(upstream.address);
-      assert.equal(created, i === 0);
-      const message = `<${i}:${"y".repeat(i % 29)}>`;
-      sent += message;
-      received += await roundTrip(connection, message);
-      assert.equal(pool.retain(connection), true);
-    }
-    assert.equal(received, sent);
-    assert.equal(upstream.accepted - accepted, 1);
-    await pool.close();
-    await upstream.waitForOpen(0);
-  });
+  test("reuses one connection for sequential exchanges; no byte lost or repeated", () =>
+    checkSequentialReuse(upstream, 300));
 
   test("concurrent borrowers each get their own connection and their own bytes", async () => {
     const pool = new ConnectionPool();
@@ -87,41 +133,19 @@ describe(`pool on ${runtime} sockets`, () => {
     await upstream.waitForOpen(0);
   });
 
-  test("bytes or FIN already sent into an idle connection are seen before reuse (600 rounds)", async () => {
-    const pool = new ConnectionPool();
-    let server: net.Socket | undefined;
-    const dirty: string[] = [];
-    let reused = 0;
-    for (let i = 0; i < 600; i++) {
-      const mode = i % 3; // 0: stray bytes, 1: FIN, 2: nothing (must be reused)
-      let lease = await pool.acquire(upstream.address);
-      if (lease.created) server = await upstream.nextConnection();
-      await roundTrip(lease.connection, "ping");
-      pool.retain(lease.connection);
-      // Acquire from inside the upstream's write/end callback: the bytes or
-      // the FIN are in the client's receive buffer by then.
-      lease = await new Promise<Acquired>((resolve, reject) => {
-        const acquire = () => pool.acquire(upstream.address).then(resolve, reject);
-        if (mode === 0) server!.write("stray", acquire);
-        else if (mode === 1) server!.end(acquire);
-        else acquire();
-      });
-      if (mode === 2) {
-        assert.equal(lease.created, false, "a clean idle connection must be reused");
-        reused++;
-      } else if (!lease.created) {
-        dirty.push(mode === 0 ? "bytes" : "FIN");
-        pool.release(lease.connection);
-        continue;
+  test("bytes or FIN already sent into an idle connection are seen before reuse (600 rounds)", () =>
+    checkNoDirtyHandoff(upstream, 600));
+
+  test("a Unix-socket upstream: reuse, no byte lost, no dirty handoff (300 rounds)", async () => {
+    // A fresh upstream for each check, as for the TCP ones: nextConnection() must not see old peers.
+    for (const check of [checkSequentialReuse, checkNoDirtyHandoff]) {
+      const unix = await TestUpstream.start({ mode: "echo", unix: true });
+      try {
+        await check(unix, 300);
+      } finally {
+        await unix.close();
       }
-      if (lease.created) server = await upstream.nextConnection();
-      await roundTrip(lease.connection, "check");
-      pool.retain(lease.connection);
     }
-    assert.deepEqual(dirty, [], `dirty or dead handoffs: ${dirty.length}`);
-    assert.equal(reused, 200);
-    await pool.close();
-    await upstream.waitForOpen(0);
   });
 
   test("connect failures carry a code, the address and the cause; nothing stays connecting", async () => {

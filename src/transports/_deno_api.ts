@@ -8,14 +8,18 @@ export interface DenoConn {
   write(data: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;
-  setNoDelay(noDelay?: boolean): void;
   ref(): void;
   unref(): void;
 }
 
+/** A TCP connection; Unix-socket connections have no Nagle switch. */
+export interface DenoTcpConn extends DenoConn {
+  setNoDelay(noDelay?: boolean): void;
+}
+
 export interface DenoListener {
   readonly addr: { readonly port?: number };
-  accept(): Promise<DenoConn>;
+  accept(): Promise<DenoTcpConn>;
   close(): void;
 }
 
@@ -25,7 +29,8 @@ export interface DenoRuntime {
     port: number;
     transport?: "tcp";
     signal?: AbortSignal;
-  }): Promise<DenoConn>;
+  }): Promise<DenoTcpConn>;
+  connect(options: { transport: "unix"; path: string }): Promise<DenoConn>;
   listen(options: { hostname: string; port: number; transport?: "tcp" }): DenoListener;
   permissions?: {
     querySync?(descriptor: { name: "net"; host: string }): { state: string };

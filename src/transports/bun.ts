@@ -1,5 +1,5 @@
 /**
- * The Bun transport: TCP connections made with `Bun.connect`.
+ * The Bun transport: TCP and Unix-socket connections made with `Bun.connect`.
  *
  * Bun's sockets report through callbacks, not streams. One shared handlers
  * object serves every connection and finds the connection's state in
@@ -51,13 +51,12 @@ interface BunSocketHandlers {
   error(socket: BunSocket, error: Error): void;
 }
 
-interface BunConnectOptions {
-  hostname: string;
-  port: number;
+// `{ hostname, port }` for TCP, `{ unix: path }` for a Unix-domain socket.
+type BunConnectOptions = ({ hostname: string; port: number } | { unix: string }) & {
   allowHalfOpen: boolean;
   data: BunConnection;
   socket: BunSocketHandlers;
-}
+};
 
 interface BunGlobal {
   connect(options: BunConnectOptions): Promise<BunSocket>;
@@ -306,8 +305,9 @@ function connect(
   const connection = new BunConnection();
   // Bun's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
   const opening = bun.connect({
-    hostname: address.hostname,
-    port: address.port,
+    ...(address.kind === "unix"
+      ? { unix: address.path }
+      : { hostname: address.hostname, port: address.port }),
     allowHalfOpen: true,
     data: connection,
     socket: BunConnection.handlers,
@@ -362,13 +362,15 @@ function connect(
 const settle: () => Promise<void> = twoImmediateTurns;
 
 /**
- * The transport for Bun: TCP connections made with `Bun.connect`, half-open
+ * The transport for Bun: TCP connections, and Unix-domain socket
+ * connections for `{ path }` addresses, made with `Bun.connect`, half-open
  * sockets allowed so that {@linkcode TransportConnection.closeWrite} is a
  * real half-close. Bun turns Nagle's algorithm off by itself.
  *
  * `globalThis.Bun` is read at each `connect`, never at import; elsewhere
  * `connect` rejects. Connect errors are Bun's own, with their `code`
- * (`ECONNREFUSED`, `ENOTFOUND`, ...). `Bun.connect` cannot be cancelled: an
+ * (`ECONNREFUSED`, `ENOTFOUND`; `ENOENT` for a missing socket path, ...).
+ * `Bun.connect` cannot be cancelled: an
  * aborted `signal` rejects with the signal's reason at once, and a socket
  * that opens afterwards is closed. A `write` resolves once Bun has taken
  * every byte, waiting for Bun's `drain` if need be; from then on the chunk

@@ -1,5 +1,5 @@
 /**
- * The Deno transport: TCP connections through `Deno.connect`.
+ * The Deno transport: TCP and Unix-socket connections through `Deno.connect`.
  *
  * Reads and writes use `conn.read()`/`conn.write()`, not `conn.readable`/
  * `conn.writable`: the readable closes the whole resource at EOF, which
@@ -44,7 +44,7 @@ function closedError(what: string): Error {
   return new Error(`Cannot ${what}: the connection is closed`);
 }
 
-/** One `Deno.TcpConn` behind the pull-based connection interface. */
+/** One `Deno.TcpConn` or `Deno.UnixConn` behind the pull-based connection interface. */
 class DenoConnection implements TransportConnection {
   readonly #conn: DenoConn;
   #buffer = new Uint8Array(MIN_READ_BUFFER);
@@ -143,12 +143,19 @@ async function connect(
   signal?.throwIfAborted();
   let conn: DenoConn;
   try {
-    conn = await deno().connect({
-      hostname: address.hostname,
-      port: address.port,
-      transport: "tcp",
-      signal,
-    });
+    if (address.kind === "unix") {
+      // Deno ignores `signal` here; a local connect completes at once, and the check below closes it.
+      conn = await deno().connect({ transport: "unix", path: address.path });
+    } else {
+      const tcp = await deno().connect({
+        hostname: address.hostname,
+        port: address.port,
+        transport: "tcp",
+        signal,
+      });
+      tcp.setNoDelay(true);
+      conn = tcp;
+    }
   } catch (error) {
     throw withConnectCode(error);
   }
@@ -156,16 +163,17 @@ async function connect(
     closeQuietly(conn);
     throw signal.reason;
   }
-  conn.setNoDelay(true);
   activity.openConnections++;
   return new DenoConnection(conn);
 }
 
 /**
  * The transport for Deno: TCP connections through `Deno.connect`, with
- * Nagle's algorithm turned off.
+ * Nagle's algorithm turned off, and Unix-domain socket connections for
+ * `{ path }` addresses.
  *
- * Needs `--allow-net` for the upstreams. {@linkcode Transport.settle} costs
+ * Needs `--allow-net` for the upstreams, and for Unix sockets also
+ * `--allow-read` and `--allow-write` for their paths. {@linkcode Transport.settle} costs
  * about 12 µs when the program may also listen on `127.0.0.1` (any port, as
  * with a plain `--allow-net` or `--allow-net=127.0.0.1,...`); without that
  * permission it falls back to timers and costs about 4 ms.
@@ -173,6 +181,9 @@ async function connect(
  * Connect errors are Deno's own; a failed DNS lookup gets
  * `code: "ENOTFOUND"` (or `"EAI_AGAIN"`), a refused connect already has
  * `code: "ECONNREFUSED"`, and an aborted `signal` rejects with its reason.
+ * A missing socket path rejects with `code: "ENOENT"`, a socket file with
+ * no listener with `"ECONNREFUSED"`. Deno cannot cancel a Unix-socket
+ * connect: the `signal` is checked once it completes (locally, at once).
  *
  * @example Talk to an upstream through the transport directly
  * ```ts ignore

@@ -1,5 +1,5 @@
 /**
- * The Node.js transport: TCP connections through `node:net`.
+ * The Node.js transport: TCP and Unix-socket connections through `node:net`.
  *
  * `node:net` is imported at the first connect, so loading this module has no
  * side effects on any runtime. Reads adapt the socket's `'data'`/`'end'`
@@ -204,12 +204,11 @@ function connect(
   if (netModule === undefined) {
     return loadNet().then(() => connect(address, options));
   }
-  const socket = netModule.connect({
-    host: address.hostname,
-    port: address.port,
-    noDelay: true,
-    allowHalfOpen: true,
-  });
+  const socket = netModule.connect(
+    address.kind === "unix"
+      ? { path: address.path, allowHalfOpen: true }
+      : { host: address.hostname, port: address.port, noDelay: true, allowHalfOpen: true },
+  );
   return new Promise((resolve, reject) => {
     const done = (): void => {
       socket.off("connect", onConnect);
@@ -245,12 +244,13 @@ const settle: () => Promise<void> = twoImmediateTurns;
 
 /**
  * The transport for Node.js: TCP connections made with `node:net`, with
- * Nagle's algorithm off and half-open sockets allowed, so that
+ * Nagle's algorithm off, and Unix-domain socket connections for `{ path }`
+ * addresses; half-open sockets allowed, so that
  * {@linkcode TransportConnection.closeWrite} is a real half-close.
  *
  * `node:net` is loaded at the first `connect`, never at import. Connect
  * errors are Node's own, with their `code` (`ECONNREFUSED`, `ENOTFOUND`,
- * ...); an aborted `signal` rejects with the signal's reason and destroys
+ * `ENOENT` for a missing socket path, ...); an aborted `signal` rejects with the signal's reason and destroys
  * the socket. A `write` resolves as soon as Node has accepted the bytes and
  * its send buffer is below its high-water mark, otherwise at the next
  * `'drain'`; Node may still hold a reference to the chunk until it is sent,

@@ -89,7 +89,7 @@ export interface TransportConnectOptions {
 export interface Transport {
   /** A short name for logs and stats, such as `"deno"` or `"memory"`. */
   readonly name: string;
-  /** Opens a connection with Nagle's algorithm disabled. */
+  /** Opens a connection: TCP with Nagle's algorithm disabled, or a Unix-domain socket. */
   connect(
     address: ResolvedAddress,
     options: TransportConnectOptions,

@@ -5,14 +5,18 @@ import process from "node:process";
 import type { Transport } from "../../src/transports/transport.ts";
 import { resolveAddress } from "../../src/address.ts";
 
-const [transportName, port] = process.argv.slice(2);
+// The upstream: a TCP port on 127.0.0.1, or a Unix socket's path.
+const [transportName, location] = process.argv.slice(2);
 const modules: Record<string, () => Promise<{ transport: Transport }>> = {
   deno: async () => ({ transport: (await import("../../src/transports/deno.ts")).denoTransport }),
   bun: async () => ({ transport: (await import("../../src/transports/bun.ts")).bunTransport }),
   node: async () => ({ transport: (await import("../../src/transports/node.ts")).nodeTransport }),
 };
 const { transport } = await modules[transportName!]!();
-const socket = await transport.connect(resolveAddress({ hostname: "127.0.0.1", port: port! }), {});
+const address = /^[0-9]+$/.test(location!)
+  ? { hostname: "127.0.0.1", port: location! }
+  : { path: location! };
+const socket = await transport.connect(resolveAddress(address), {});
 socket.read().then(() => {}, () => {});
 socket.unref();
 console.log("idle");
