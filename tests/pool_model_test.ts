@@ -968,6 +968,27 @@ function within(promise: Promise<Acquired>, ms: number): Promise<Acquired | unde
   return Promise.race([promise, sleep(ms).then(() => undefined)]);
 }
 
+/**
+ * A's waiter is served; then B's must be too within `ms`, although B was
+ * held back by maxTotal. Gives everything back and closes the pool.
+ */
+async function expectBothServed(
+  pool: ConnectionPool,
+  forA: Promise<Acquired>,
+  forB: Promise<Acquired>,
+  ms: number,
+  room: string,
+): Promise<void> {
+  const gotA = await forA;
+  const gotB = await within(forB, ms);
+  const stats = pool.stats();
+  pool.release(gotA.connection);
+  if (gotB !== undefined) pool.release(gotB.connection);
+  await pool.close();
+  await forB.catch(() => {});
+  assert.ok(gotB !== undefined, `B still waits with ${room}: ${JSON.stringify(stats.byAddress)}`);
+}
+
 describe("pool model: reduced cases", () => {
   test("maxIdle 1: a retained connection that evicts the last idle one stays counted and is closed by close()", async () => {
     const transport = echoUpstreams();
@@ -1042,20 +1063,8 @@ describe("pool model: reduced cases", () => {
     // Both come back in one turn: one goes to A's waiter, one is left idle.
     pool.retain(first.connection);
     pool.retain(second.connection);
-    const gotA = await forA;
-    // A has nobody waiting: its idle connection must make room for B.
-    const gotB = await within(forB, 200);
-    const stats = pool.stats();
-    pool.release(gotA.connection);
-    if (gotB !== undefined) pool.release(gotB.connection);
-    await pool.close();
-    await forB.catch(() => {});
-    assert.ok(
-      gotB !== undefined,
-      `B still waits with an idle connection to A that could make room: ${
-        JSON.stringify(stats.byAddress)
-      }`,
-    );
+    // A has nobody waiting after this: its idle connection must make room for B.
+    await expectBothServed(pool, forA, forB, 200, "an idle connection to A that could make room");
   });
 
   test("maxTotal: a connection that reaches maxLifetime during a hand-out frees its slot for another address", async () => {
@@ -1069,18 +1078,8 @@ describe("pool model: reduced cases", () => {
     await sleep(60); // `old` is past its lifetime, `young` is not
     pool.retain(old.connection);
     pool.retain(young.connection);
-    const gotA = await forA;
     // `old` was closed at the hand-out: one connection in all, B may connect.
-    const gotB = await within(forB, 30);
-    const stats = pool.stats();
-    pool.release(gotA.connection);
-    if (gotB !== undefined) pool.release(gotB.connection);
-    await pool.close();
-    await forB.catch(() => {});
-    assert.ok(
-      gotB !== undefined,
-      `B still waits with a free slot under maxTotal: ${JSON.stringify(stats.byAddress)}`,
-    );
+    await expectBothServed(pool, forA, forB, 30, "a free slot under maxTotal");
   });
 
   test("close() with two waiters leaves no timer behind", async () => {
