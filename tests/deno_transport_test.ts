@@ -8,6 +8,9 @@ import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
 import { TestUpstream } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 
 // Deno's own test runner can check for leaked resources and ops; node:test
 // cannot. Looked up at run time so that tsc compiles this file without Deno's types.
@@ -175,3 +178,30 @@ describe("deno transport off Deno", { skip: runtime === "deno" }, () => {
     await assert.rejects(denoTransport.connect(address, {}), TypeError);
   });
 });
+
+describe(
+  "deno transport without permission to listen on 127.0.0.1",
+  { skip: runtime !== "deno" },
+  () => {
+    test("settle() falls back to timer turns and still sees bytes and FIN already received", async () => {
+      // A free port, then a child allowed to use only that one.
+      const probe = await TestUpstream.start();
+      const port = probe.port;
+      await probe.close();
+      const file = fileURLToPath(new URL("./_fixtures/deno_restricted_settle.ts", import.meta.url));
+      const child = spawnSync(
+        process.execPath,
+        ["run", `--allow-net=127.0.0.1:${port}`, "--no-prompt", file, String(port)],
+        { encoding: "utf8", timeout: 20_000 },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      const report = JSON.parse(child.stdout.trim());
+      assert.equal(
+        report.pingAllowed,
+        false,
+        "the child could listen anywhere: nothing was tested",
+      );
+      assert.equal(report.missed, 0, `settle() missed ${report.missed} of ${report.rounds}`);
+    });
+  },
+);
