@@ -22,6 +22,7 @@
 import type { ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
+import { ReceiveQueue } from "./_receive_queue.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -62,10 +63,6 @@ interface BunGlobal {
   connect(options: BunConnectOptions): Promise<BunSocket>;
 }
 
-// Queued bytes, with no read pending, past which the socket is paused; the
-// kernel's receive buffer then holds the rest.
-const HIGH_WATER_MARK = 64 * 1024;
-
 const RESOLVED: Promise<void> = Promise.resolve();
 
 function closedError(what: string): Error {
@@ -91,45 +88,28 @@ interface PendingShutdown {
  */
 class BunConnection implements TransportConnection {
   #socket: BunSocket | undefined;
-  #queue: Uint8Array[] = [];
-  #queuedBytes = 0;
-  #paused = false;
-  /** The peer's FIN was seen. */
-  #ended = false;
+  // Data only arrives after open, so the socket is there when this pauses it.
+  readonly #received: ReceiveQueue = new ReceiveQueue({
+    pause: () => this.#socket?.pause(),
+    resume: () => this.#socket?.resume(),
+  });
   /** `close()` was called or the socket closed. */
   #closed = false;
   /** The connect was aborted: a socket that opens anyway is closed at once. */
   #abandoned = false;
   #writeClosed = false;
-  #error: Error | undefined;
-  #resolveRead: ((chunk: Uint8Array | null) => void) | undefined;
-  #rejectRead: ((error: unknown) => void) | undefined;
   /** Writes that Bun has not fully taken yet, oldest first; the first is partly written. */
   #writes: PendingWrite[] = [];
   /** A `closeWrite()` waiting for `#writes` to empty. */
   #shutdown: PendingShutdown | undefined;
 
   read(): Promise<Uint8Array | null> {
-    const queue = this.#queue;
-    if (queue.length > 0) {
-      const chunk = queue.shift()!;
-      this.#queuedBytes -= chunk.length;
-      if (this.#paused && this.#queuedBytes < HIGH_WATER_MARK) this.#resume();
-      return Promise.resolve(chunk);
-    }
-    if (this.#error !== undefined) return Promise.reject(this.#error);
-    if (this.#ended || this.#closed) return Promise.resolve(null);
-    // A paused Bun socket does not notice the peer's FIN: a pending read
-    // must always have a resumed socket under it.
-    if (this.#paused) this.#resume();
-    return new Promise((resolve, reject) => {
-      this.#resolveRead = resolve;
-      this.#rejectRead = reject;
-    });
+    return this.#received.read();
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const error = this.#received.error;
+    if (error !== undefined) return Promise.reject(error);
     if (this.#closed) return Promise.reject(closedError("write"));
     if (this.#writeClosed) {
       return Promise.reject(new Error("Cannot write: the connection's write side was closed"));
@@ -147,7 +127,8 @@ class BunConnection implements TransportConnection {
   }
 
   closeWrite(): Promise<void> {
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const error = this.#received.error;
+    if (error !== undefined) return Promise.reject(error);
     if (this.#closed) return Promise.reject(closedError("close the write side"));
     if (this.#writeClosed) return this.#shutdown?.promise ?? RESOLVED;
     this.#writeClosed = true;
@@ -169,9 +150,8 @@ class BunConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#queue = [];
-    this.#queuedBytes = 0;
-    this.#settlePending();
+    this.#received.close(true);
+    this.#failWrites();
     // Fires our close handler synchronously; #closed makes it a no-op.
     this.#socket?.end();
   }
@@ -190,26 +170,15 @@ class BunConnection implements TransportConnection {
     this.close();
   }
 
-  #resume(): void {
-    this.#paused = false;
-    this.#socket!.resume();
-  }
-
-  /** Settles a pending read (rejects after a failure, else EOF) and fails waiting writes. */
-  #settlePending(): void {
-    const error = this.#error;
-    const resolveRead = this.#resolveRead;
-    const rejectRead = this.#rejectRead;
-    this.#resolveRead = this.#rejectRead = undefined;
-    if (error !== undefined) rejectRead?.(error);
-    else resolveRead?.(null);
+  /** Fails the writes still waiting for `drain`, and a waiting half-close. */
+  #failWrites(): void {
     const writes = this.#writes;
     const shutdown = this.#shutdown;
     if (writes.length === 0 && shutdown === undefined) return;
     this.#writes = [];
     this.#shutdown = undefined;
-    const writeError = error ?? closedError("write");
-    for (const pending of writes) pending.reject(writeError);
+    const error = this.#received.error;
+    for (const pending of writes) pending.reject(error ?? closedError("write"));
     shutdown?.reject(error ?? closedError("close the write side"));
   }
 
@@ -223,20 +192,7 @@ class BunConnection implements TransportConnection {
     },
 
     data(socket: BunSocket, chunk: Uint8Array): void {
-      const connection = socket.data;
-      if (connection.#closed || chunk.length === 0) return;
-      const resolve = connection.#resolveRead;
-      if (resolve !== undefined) {
-        connection.#resolveRead = connection.#rejectRead = undefined;
-        resolve(chunk);
-        return;
-      }
-      connection.#queue.push(chunk);
-      connection.#queuedBytes += chunk.length;
-      if (connection.#queuedBytes >= HIGH_WATER_MARK && !connection.#paused) {
-        connection.#paused = true;
-        socket.pause();
-      }
+      socket.data.#received.push(chunk);
     },
 
     // Also fires when nothing was waiting (after open or resume, for one).
@@ -263,14 +219,7 @@ class BunConnection implements TransportConnection {
     },
 
     end(socket: BunSocket): void {
-      const connection = socket.data;
-      connection.#ended = true;
-      // A pending read means the queue is empty: EOF is next.
-      const resolve = connection.#resolveRead;
-      if (resolve !== undefined) {
-        connection.#resolveRead = connection.#rejectRead = undefined;
-        resolve(null);
-      }
+      socket.data.#received.end();
     },
 
     // Without an error this is EOF too: after our own shutdown(), Bun reports
@@ -279,14 +228,15 @@ class BunConnection implements TransportConnection {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
-      if (error !== undefined) connection.#error ??= error;
-      connection.#settlePending();
+      if (error !== undefined) connection.#received.fail(error);
+      connection.#received.close(false);
+      connection.#failWrites();
     },
 
     error(socket: BunSocket, error: Error): void {
       const connection = socket.data;
       if (connection.#closed) return;
-      connection.#error ??= error;
+      connection.#received.fail(error);
       connection.close();
     },
   };

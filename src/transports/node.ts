@@ -21,13 +21,10 @@ import type * as net from "node:net";
 import type { ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
+import { ReceiveQueue } from "./_receive_queue.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
-
-// Bytes a connection buffers for a reader that is not reading before it
-// pauses the socket; the kernel and Node's own buffer hold the rest.
-const HIGH_WATER_MARK = 64 * 1024;
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -44,27 +41,21 @@ function closedError(what: string): Error {
 }
 
 /**
- * One `net.Socket` behind the pull-based connection interface. Chunks that
- * arrive while no read is pending wait in `#queue`; past the high-water mark
- * the socket is paused until a read finds the queue empty.
+ * One `net.Socket` behind the pull-based connection interface: reads go
+ * through the shared receive queue (which pauses the socket when a reader
+ * falls behind); writes wait for `'drain'` when Node's buffer is full.
  */
 class NodeConnection implements TransportConnection {
   readonly #socket: net.Socket;
-  #queue: Uint8Array[] = [];
-  #queuedBytes = 0;
-  #paused = false;
-  /** The peer's FIN was seen. */
-  #ended = false;
+  readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
   #closed = false;
-  #error: Error | undefined;
-  #resolveRead: ((chunk: Uint8Array | null) => void) | undefined;
-  #rejectRead: ((error: unknown) => void) | undefined;
   #resolveDrain: (() => void) | undefined;
   #rejectDrain: ((error: unknown) => void) | undefined;
 
   constructor(socket: net.Socket) {
     this.#socket = socket;
+    this.#received = new ReceiveQueue(socket);
     socket.on("data", this.#onData);
     socket.on("end", this.#onEnd);
     socket.on("error", this.#onError);
@@ -73,27 +64,13 @@ class NodeConnection implements TransportConnection {
   }
 
   read(): Promise<Uint8Array | null> {
-    const queue = this.#queue;
-    if (queue.length > 0) {
-      const chunk = queue.shift()!;
-      this.#queuedBytes -= chunk.length;
-      return Promise.resolve(chunk);
-    }
-    if (this.#error !== undefined) return Promise.reject(this.#error);
-    if (this.#ended || this.#closed) return Promise.resolve(null);
-    if (this.#paused) {
-      this.#paused = false;
-      this.#socket.resume();
-    }
-    return new Promise((resolve, reject) => {
-      this.#resolveRead = resolve;
-      this.#rejectRead = reject;
-    });
+    return this.#received.read();
   }
 
   write(chunk: Uint8Array): Promise<void> {
     const socket = this.#socket;
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const error = this.#received.error;
+    if (error !== undefined) return Promise.reject(error);
     if (this.#closed || socket.destroyed) return Promise.reject(closedError("write"));
     if (socket.writableEnded) {
       return Promise.reject(new Error("Cannot write: the connection's write side was closed"));
@@ -108,7 +85,8 @@ class NodeConnection implements TransportConnection {
 
   closeWrite(): Promise<void> {
     const socket = this.#socket;
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    const error = this.#received.error;
+    if (error !== undefined) return Promise.reject(error);
     if (this.#closed || socket.destroyed) {
       return Promise.reject(closedError("close the write side"));
     }
@@ -121,10 +99,9 @@ class NodeConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#queue = [];
-    this.#queuedBytes = 0;
     this.#socket.destroy();
-    this.#settlePending(closedError("write"));
+    this.#received.close(true);
+    this.#failWrite(closedError("write"));
   }
 
   // A destroyed socket would only queue the call for a 'connect' that never comes.
@@ -139,39 +116,22 @@ class NodeConnection implements TransportConnection {
   // Handlers are arrow-function fields: bound once per connection, not per event.
 
   #onData = (chunk: Uint8Array): void => {
-    if (chunk.length === 0) return;
-    const resolve = this.#resolveRead;
-    if (resolve !== undefined) {
-      this.#resolveRead = this.#rejectRead = undefined;
-      resolve(chunk);
-      return;
-    }
-    this.#queue.push(chunk);
-    this.#queuedBytes += chunk.length;
-    if (this.#queuedBytes >= HIGH_WATER_MARK && !this.#paused) {
-      this.#paused = true;
-      this.#socket.pause();
-    }
+    this.#received.push(chunk);
   };
 
   #onEnd = (): void => {
-    this.#ended = true;
-    // A pending read means the queue is empty: EOF is next.
-    const resolve = this.#resolveRead;
-    if (resolve !== undefined) {
-      this.#resolveRead = this.#rejectRead = undefined;
-      resolve(null);
-    }
+    this.#received.end();
   };
 
   #onError = (error: Error): void => {
-    this.#error ??= error;
-    this.#settlePending(this.#error);
+    this.#received.fail(error);
+    this.#failWrite(this.#received.error!);
   };
 
   #onClose = (): void => {
     this.#closed = true;
-    this.#settlePending(this.#error ?? closedError("write"));
+    this.#received.close(false);
+    this.#failWrite(this.#received.error ?? closedError("write"));
   };
 
   #onDrain = (): void => {
@@ -182,16 +142,11 @@ class NodeConnection implements TransportConnection {
     }
   };
 
-  /** Settles a pending read (rejects on a socket error, else EOF) and fails a waiting write. */
-  #settlePending(writeError: Error): void {
-    const resolveRead = this.#resolveRead;
-    const rejectRead = this.#rejectRead;
-    this.#resolveRead = this.#rejectRead = undefined;
-    if (this.#error !== undefined) rejectRead?.(this.#error);
-    else resolveRead?.(null);
-    const rejectDrain = this.#rejectDrain;
+  /** Fails a write waiting for 'drain'. */
+  #failWrite(error: Error): void {
+    const reject = this.#rejectDrain;
     this.#resolveDrain = this.#rejectDrain = undefined;
-    rejectDrain?.(writeError);
+    reject?.(error);
   }
 }
 
