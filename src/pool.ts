@@ -383,11 +383,7 @@ export class ConnectionPool implements AsyncDisposable {
    * ```
    */
   retain(connection: UpstreamConnection): boolean {
-    const lease = this.#borrowedLease(connection, "retain");
-    const socket = lease.socket;
-    const host = this.#hosts.get(socket.address.key)!;
-    host.borrowed.delete(socket);
-    this.#leaks?.delete(lease);
+    const { socket, host } = this.#takeBack(connection, "retain");
     socket.abandonRead(leaseEnded(socket.address));
     let pooled = false;
     if (this.#closed || !socket.reusable || socket.hasUnread || socket.writing) {
@@ -423,11 +419,7 @@ export class ConnectionPool implements AsyncDisposable {
    * ```
    */
   release(connection: UpstreamConnection): void {
-    const lease = this.#borrowedLease(connection, "release");
-    const socket = lease.socket;
-    const host = this.#hosts.get(socket.address.key)!;
-    host.borrowed.delete(socket);
-    this.#leaks?.delete(lease);
+    const { socket, host } = this.#takeBack(connection, "release");
     this.#discard(socket);
     this.#totals.released++;
     this.#slotFreed(host);
@@ -979,6 +971,19 @@ export class ConnectionPool implements AsyncDisposable {
         throw error;
       });
     }
+  }
+
+  /** Checks a handle given back and takes its socket out of the borrowed set. */
+  #takeBack(
+    connection: UpstreamConnection,
+    verb: string,
+  ): { socket: PooledSocket; host: HostPool } {
+    const lease = this.#borrowedLease(connection, verb);
+    const socket = lease.socket;
+    const host = this.#hosts.get(socket.address.key)!;
+    host.borrowed.delete(socket);
+    this.#leaks?.delete(lease);
+    return { socket, host };
   }
 
   #borrowedLease(connection: UpstreamConnection, verb: string): Lease {
