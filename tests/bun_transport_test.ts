@@ -5,6 +5,7 @@ import { bunTransport } from "../src/transports/bun.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
+import { pattern, sameBytes } from "./_bytes.ts";
 import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay, waitUntil } from "./_async.ts";
 
@@ -15,12 +16,6 @@ for (const unix of [false, true]) {
     fixtureName: "bun",
     unix,
   });
-}
-
-function pattern(size: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i++) bytes[i] = (i * seed + (i >> 16)) & 0xff;
-  return bytes;
 }
 
 /** Reads to EOF and returns everything, checking that no chunk is empty. */
@@ -39,10 +34,6 @@ async function readAll(socket: TransportConnection): Promise<Uint8Array> {
     offset += chunk.length;
   }
   return all;
-}
-
-function sameBytes(actual: Uint8Array, expected: Uint8Array): boolean {
-  return actual.length === expected.length && actual.every((byte, i) => byte === expected[i]);
 }
 
 describe("bun transport", { skip: runtime !== "bun" }, () => {

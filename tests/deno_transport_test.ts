@@ -6,6 +6,7 @@ import { denoTransport } from "../src/transports/deno.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
+import { pattern } from "./_bytes.ts";
 import { TestUpstream } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
 import { spawnSync } from "node:child_process";
@@ -46,12 +47,6 @@ for (const unix of [false, true]) {
     fixtureName: "deno",
     unix,
   });
-}
-
-function pattern(size: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i++) bytes[i] = (i * seed + (i >> 16)) & 0xff;
-  return bytes;
 }
 
 function allEnded(sockets: net.Socket[]): Promise<void> {
