@@ -19,6 +19,53 @@ export interface TcpAddress {
   hostname: string;
   /** TCP port, 1 to 65535. A decimal string such as `"6379"` is accepted too. */
   port: number | string;
+  /**
+   * Speak TLS over the connection: `true` for the defaults (verify the
+   * certificate against the runtime's trusted roots, for `hostname`), or
+   * {@linkcode TlsOptions}. Connections are shared only between acquires
+   * whose TLS options are the same.
+   */
+  tls?: boolean | TlsOptions;
+}
+
+/**
+ * How a TLS connection is made. Every field is part of the connection's
+ * identity: a connection opened with one set of options is never handed to
+ * an acquire that gave another.
+ *
+ * @example Trust a private CA and present a client certificate
+ * ```ts ignore
+ * import type { TcpAddress } from "@upstream/pool";
+ * const db: TcpAddress = {
+ *   hostname: "10.0.0.7",
+ *   port: 5433,
+ *   tls: { serverName: "db.internal", caCerts: [caPem], cert: clientPem, key: clientKeyPem },
+ * };
+ * ```
+ */
+export interface TlsOptions {
+  /**
+   * The name sent in SNI and checked against the certificate; defaults to
+   * the address's `hostname` (an IP address is checked as such, without SNI).
+   */
+  serverName?: string;
+  /**
+   * Root certificates to trust, in PEM. On Node and Bun they replace the
+   * runtime's default roots; on Deno they are trusted in addition to them
+   * (Deno has no way to drop its defaults).
+   */
+  caCerts?: readonly string[];
+  /**
+   * `false` accepts any certificate (Node and Bun only; Deno cannot turn
+   * verification off per connection and rejects the connect). Default `true`.
+   */
+  verify?: boolean;
+  /** A client certificate chain in PEM, with `key` (Node and Bun only). */
+  cert?: string;
+  /** The client certificate's private key in PEM, with `cert`. */
+  key?: string;
+  /** ALPN protocols to offer, such as `["http/1.1"]`. */
+  alpnProtocols?: readonly string[];
 }
 
 /**
@@ -65,12 +112,42 @@ export interface ResolvedTcpAddress {
   readonly hostname: string;
   /** Port as an integer from 1 to 65535. */
   readonly port: number;
+  /** The TLS options with their defaults filled in, or `undefined` for plain TCP. */
+  readonly tls: ResolvedTlsOptions | undefined;
   /**
    * The pool key: connections are shared only between acquires whose keys
-   * are equal. Readable on purpose (`"127.0.0.1:6379"`, `"[::1]:80"`): it is
-   * also the name of the address in `stats()`.
+   * are equal. Readable on purpose (`"127.0.0.1:6379"`, `"[::1]:80"`,
+   * `"tls:db.internal:5432"`): it is also the name of the address in
+   * `stats()`. A TLS key lists every option that differs from the defaults;
+   * certificates appear as numbers, equal for equal PEM text
+   * (`"tls:10.0.0.7:5433?sni=db.internal&ca=1"`).
    */
   readonly key: string;
+}
+
+/**
+ * TLS options after validation, defaults filled in. Transports receive this.
+ *
+ * @example
+ * ```ts
+ * import { resolveAddress } from "@upstream/pool";
+ * const address = resolveAddress({ hostname: "Example.com", port: 443, tls: true });
+ * if (address.kind === "tcp") console.log(address.tls?.serverName); // "example.com"
+ * ```
+ */
+export interface ResolvedTlsOptions {
+  /** The name for SNI and certificate checks, in lower case. */
+  readonly serverName: string;
+  /** Root certificates to trust in PEM, or `undefined` for the runtime's defaults. */
+  readonly caCerts: readonly string[] | undefined;
+  /** Whether the server's certificate is checked. */
+  readonly verify: boolean;
+  /** The client certificate chain in PEM, if one is presented. */
+  readonly cert: string | undefined;
+  /** The client certificate's key in PEM, if one is presented. */
+  readonly key: string | undefined;
+  /** ALPN protocols to offer, if any. */
+  readonly alpnProtocols: readonly string[] | undefined;
 }
 
 /**
@@ -140,6 +217,9 @@ export function resolveAddress(address: Address): ResolvedAddress {
     if ("hostname" in address || "port" in address) {
       throw new TypeError("Invalid address: give either { hostname, port } or { path }, not both");
     }
+    if ("tls" in address && address.tls !== undefined && address.tls !== false) {
+      throw new TypeError("Invalid address: tls is for { hostname, port } addresses only");
+    }
     const path = address.path;
     if (typeof path !== "string") {
       throw new TypeError(`Invalid address: path must be a string, got ${describe(path)}`);
@@ -152,25 +232,144 @@ export function resolveAddress(address: Address): ResolvedAddress {
   const tcp = address as TcpAddress;
   const hostname = normaliseHostname(tcp.hostname);
   const port = normalisePort(tcp.port);
-  const key = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-  return { kind: "tcp", hostname, port, key };
+  const hostPort = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  const tls = resolveTls(tcp.tls, hostname);
+  const key = tls === undefined ? hostPort : `tls:${hostPort}${tlsKeySuffix(tls, hostname)}`;
+  return { kind: "tcp", hostname, port, tls, key };
 }
 
-function normaliseHostname(hostname: unknown): string {
+const TLS_OPTION_NAMES = new Set([
+  "serverName",
+  "caCerts",
+  "verify",
+  "cert",
+  "key",
+  "alpnProtocols",
+]);
+
+function resolveTls(tls: unknown, hostname: string): ResolvedTlsOptions | undefined {
+  if (tls === undefined || tls === false) return undefined;
+  if (tls === true) {
+    return {
+      serverName: hostname,
+      caCerts: undefined,
+      verify: true,
+      cert: undefined,
+      key: undefined,
+      alpnProtocols: undefined,
+    };
+  }
+  if (tls === null || typeof tls !== "object" || Array.isArray(tls)) {
+    throw new TypeError(
+      `Invalid address: tls must be a boolean or an object, got ${describe(tls)}`,
+    );
+  }
+  // A misspelt option (say `ca` for `caCerts`) would silently trust the
+  // default roots instead of the caller's: refuse it.
+  for (const name of Object.keys(tls)) {
+    if (!TLS_OPTION_NAMES.has(name)) {
+      throw new TypeError(`Invalid address: unknown TLS option "${name}"`);
+    }
+  }
+  const options = tls as TlsOptions;
+  const serverName = options.serverName === undefined
+    ? hostname
+    : normaliseHostname(options.serverName, "tls.serverName");
+  const verify = options.verify ?? true;
+  if (typeof verify !== "boolean") {
+    throw new TypeError(`Invalid address: tls.verify must be a boolean, got ${describe(verify)}`);
+  }
+  const cert = optionalPem(options.cert, "tls.cert");
+  const key = optionalPem(options.key, "tls.key");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new TypeError("Invalid address: tls.cert and tls.key go together: give both or neither");
+  }
+  return {
+    serverName,
+    caCerts: optionalStrings(options.caCerts, "tls.caCerts"),
+    verify,
+    cert,
+    key,
+    alpnProtocols: alpnProtocols(options.alpnProtocols),
+  };
+}
+
+// Certificates and keys get a number in the key: the same text always gets
+// the same number within a process, so equal options share connections and
+// the key stays short, readable and free of key material.
+const pemIds = new Map<string, number>();
+
+function pemId(pem: string): number {
+  let id = pemIds.get(pem);
+  if (id === undefined) pemIds.set(pem, id = pemIds.size + 1);
+  return id;
+}
+
+/** The options that differ from the defaults, as a query string. */
+function tlsKeySuffix(tls: ResolvedTlsOptions, hostname: string): string {
+  const parts: string[] = [];
+  if (tls.serverName !== hostname) parts.push(`sni=${tls.serverName}`);
+  if (tls.caCerts !== undefined) parts.push(`ca=${pemId(tls.caCerts.join("\n"))}`);
+  if (!tls.verify) parts.push("verify=off");
+  if (tls.cert !== undefined) parts.push(`cert=${pemId(`${tls.cert}\n${tls.key}`)}`);
+  if (tls.alpnProtocols !== undefined) {
+    parts.push(`alpn=${tls.alpnProtocols.map(encodeURIComponent).join(",")}`);
+  }
+  return parts.length === 0 ? "" : `?${parts.join("&")}`;
+}
+
+function optionalPem(value: unknown, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value.trim() === "") {
+    throw new TypeError(`Invalid address: ${name} must be a PEM string, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function alpnProtocols(value: unknown): readonly string[] | undefined {
+  const protocols = optionalStrings(value, "tls.alpnProtocols");
+  for (const name of protocols ?? []) {
+    if (new TextEncoder().encode(name).length > 255) {
+      throw new RangeError(
+        `Invalid address: an ALPN protocol name is at most 255 bytes, got ${JSON.stringify(name)}`,
+      );
+    }
+  }
+  return protocols;
+}
+
+function optionalStrings(value: unknown, name: string): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new TypeError(
+      `Invalid address: ${name} must be a non-empty array of strings, got ${describe(value)}`,
+    );
+  }
+  for (const item of value) {
+    if (typeof item !== "string" || item.trim() === "") {
+      throw new TypeError(
+        `Invalid address: ${name} must hold non-empty strings, got ${describe(item)}`,
+      );
+    }
+  }
+  return Object.freeze([...value]);
+}
+
+function normaliseHostname(hostname: unknown, name = "hostname"): string {
   if (typeof hostname !== "string") {
-    throw new TypeError(`Invalid address: hostname must be a string, got ${describe(hostname)}`);
+    throw new TypeError(`Invalid address: ${name} must be a string, got ${describe(hostname)}`);
   }
   let host = hostname;
   if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  if (host === "") throw new TypeError("Invalid address: hostname must not be empty");
+  if (host === "") throw new TypeError(`Invalid address: ${name} must not be empty`);
   if (INVALID_HOST_CHARS.test(host)) {
     throw new TypeError(
-      `Invalid address: hostname ${JSON.stringify(hostname)} is not a host name or IP address`,
+      `Invalid address: ${name} ${JSON.stringify(hostname)} is not a host name or IP address`,
     );
   }
   if (host.includes(":") && !/^[0-9a-fA-F:.]+(%[\w.-]+)?$/.test(host)) {
     throw new TypeError(
-      `Invalid address: hostname ${JSON.stringify(hostname)} is not a valid IPv6 address`,
+      `Invalid address: ${name} ${JSON.stringify(hostname)} is not a valid IPv6 address`,
     );
   }
   return host.toLowerCase();

@@ -1,7 +1,14 @@
 // The pool core, on the in-memory transport: no sockets, every runtime.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type Acquired, ConnectionPool, PoolError, type UpstreamConnection } from "../mod.ts";
+import {
+  type Acquired,
+  type Address,
+  ConnectionPool,
+  PoolError,
+  resolveAddress,
+  type UpstreamConnection,
+} from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
 import { delay, waitUntil } from "./_async.ts";
 
@@ -467,6 +474,42 @@ describe("abort signals", () => {
   });
 });
 
+describe("the TLS identity is part of the key", () => {
+  const key = (tls: unknown): string =>
+    resolveAddress({ hostname: "DB.test", port: 5432, tls } as Address).key;
+
+  test("plain TCP and TLS to the same port never share a key", () => {
+    assert.equal(key(undefined), "db.test:5432");
+    assert.equal(key(false), "db.test:5432");
+    assert.equal(key(true), "tls:db.test:5432");
+    assert.equal(key({}), "tls:db.test:5432");
+  });
+
+  test("every option that differs from the defaults is in the key", () => {
+    const keys = [
+      key(true),
+      key({ serverName: "other.test" }),
+      key({ caCerts: ["CA ONE"] }),
+      key({ caCerts: ["CA TWO"] }),
+      key({ caCerts: ["CA ONE", "CA TWO"] }),
+      key({ verify: false }),
+      key({ cert: "CERT", key: "KEY" }),
+      key({ cert: "CERT", key: "OTHER KEY" }),
+      key({ alpnProtocols: ["h2"] }),
+      key({ alpnProtocols: ["http/1.1"] }),
+    ];
+    assert.equal(new Set(keys).size, keys.length, keys.join("\n"));
+    for (const k of keys) assert.ok(!k.includes("KEY") && !k.includes("CERT"), k);
+  });
+
+  test("equal options give equal keys; defaults spelt out change nothing", () => {
+    assert.equal(key({ caCerts: ["CA ONE"] }), key({ caCerts: ["CA" + " ONE"] }));
+    assert.equal(key({ serverName: "DB.TEST", verify: true }), key(true));
+    const resolved = resolveAddress({ hostname: "db.test", port: 5432, tls: { verify: false } });
+    assert.equal(resolveAddress(resolved).key, resolved.key);
+  });
+});
+
 describe("bad input is a TypeError or RangeError and opens nothing", () => {
   const cases: Array<[string, unknown, typeof TypeError | typeof RangeError]> = [
     ["port 0", { hostname: "a.test", port: 0 }, RangeError],
@@ -486,6 +529,19 @@ describe("bad input is a TypeError or RangeError and opens nothing", () => {
     ["path with a NUL", { path: "/tmp/a\0b" }, TypeError],
     ["both path and hostname", { path: "/tmp/a.sock", hostname: "a.test", port: 80 }, TypeError],
     ["address a string", "a.test:80", TypeError],
+    ["tls a string", { hostname: "a.test", port: 80, tls: "yes" }, TypeError],
+    ["a misspelt TLS option", { hostname: "a.test", port: 80, tls: { ca: ["pem"] } }, TypeError],
+    ["tls.caCerts empty", { hostname: "a.test", port: 80, tls: { caCerts: [] } }, TypeError],
+    ["tls.caCerts a string", { hostname: "a.test", port: 80, tls: { caCerts: "pem" } }, TypeError],
+    ["tls.verify 'no'", { hostname: "a.test", port: 80, tls: { verify: "no" } }, TypeError],
+    ["tls.cert without key", { hostname: "a.test", port: 80, tls: { cert: "pem" } }, TypeError],
+    ["tls.serverName empty", { hostname: "a.test", port: 80, tls: { serverName: "" } }, TypeError],
+    ["tls on a Unix socket", { path: "/tmp/a.sock", tls: true }, TypeError],
+    [
+      "an ALPN name of 256 bytes",
+      { hostname: "a.test", port: 80, tls: { alpnProtocols: ["x".repeat(256)] } },
+      RangeError,
+    ],
   ];
   for (const [name, address, ErrorType] of cases) {
     test(name, async () => {
