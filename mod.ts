@@ -37,13 +37,17 @@ export {
   resolveAddress,
   type ResolvedAddress,
   type ResolvedTcpAddress,
+  type ResolvedTlsOptions,
   type ResolvedUnixAddress,
   type TcpAddress,
+  type TlsOptions,
   type UnixAddress,
 } from "./src/address.ts";
 export { PoolError, type PoolErrorCode, type PoolErrorOptions } from "./src/errors.ts";
 export type { PoolCounts, PoolStats, PoolTotals } from "./src/stats.ts";
 export type {
+  TlsInfo,
+  TlsSessionCache,
   Transport,
   TransportConnection,
   TransportConnectOptions,

@@ -6,6 +6,7 @@
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
+import type { TlsInfo } from "./transports/transport.ts";
 
 /**
  * A borrowed connection to an upstream. Each `acquire` hands out a fresh
@@ -29,6 +30,11 @@ import type { PooledSocket } from "./pooled_socket.ts";
 export interface UpstreamConnection {
   /** The upstream this connection goes to, normalised; `address.key` names its pool. */
   readonly address: ResolvedAddress;
+  /**
+   * What the TLS handshake agreed on when the connection was opened (was an
+   * earlier session resumed, which ALPN protocol); `undefined` without TLS.
+   */
+  readonly tls: TlsInfo | undefined;
   /**
    * Received bytes as a stream. It never reads ahead: bytes stay in the
    * connection until something reads them. Cancelling it does not close the
@@ -121,6 +127,10 @@ export class Lease implements Acquired, UpstreamConnection {
 
   get address(): ResolvedAddress {
     return this.socket.address;
+  }
+
+  get tls(): TlsInfo | undefined {
+    return this.socket.transport.tls;
   }
 
   /** True while this handle is the socket's current borrower. */

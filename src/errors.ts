@@ -16,6 +16,13 @@
  *   (waiting and connecting); `cause` is the last connect error, if any.
  * - `QUEUE_FULL`: `maxWaiting` acquires already wait for that address.
  * - `LIMIT_REACHED`: `add` found the address or the pool at its connection limit.
+ * - `TLS_CERT_INVALID`: the server's TLS certificate failed verification
+ *   (unknown issuer, wrong name, expired; the runtime's error is `cause`).
+ *   Never retried without verification.
+ * - `TLS_HANDSHAKE_FAILED`: the TLS handshake failed for another reason
+ *   (the server does not speak TLS, no common protocol version, ...).
+ * - `TLS_UNSUPPORTED`: the runtime cannot make the TLS connection asked for
+ *   (Deno cannot turn verification off or present a client certificate).
  * - `CONNECT_FAILED`: any other connect failure (see `cause`).
  * - `POOL_CLOSED`: the pool was closed.
  * - `NOT_BORROWED`: `retain`/`release` of a connection that this pool did
@@ -37,6 +44,9 @@ export type PoolErrorCode =
   | "ACQUIRE_TIMEOUT"
   | "QUEUE_FULL"
   | "LIMIT_REACHED"
+  | "TLS_CERT_INVALID"
+  | "TLS_HANDSHAKE_FAILED"
+  | "TLS_UNSUPPORTED"
   | "CONNECT_FAILED"
   | "POOL_CLOSED"
   | "NOT_BORROWED"

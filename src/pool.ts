@@ -15,6 +15,7 @@ import { LeakWatch } from "./leak_watch.ts";
 import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy, show } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
+import { TlsSessions } from "./tls_sessions.ts";
 import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
@@ -115,6 +116,8 @@ export interface CloseOptions {
  */
 export class ConnectionPool implements AsyncDisposable {
   #transport: Transport | undefined;
+  /** TLS sessions to resume, per pool key (which names the TLS identity). */
+  readonly #tlsSessions = new TlsSessions();
   #policy: PoolPolicy;
   #onEvent: ((event: PoolEvent) => void) | undefined;
   #hosts: Map<string, HostPool> = new Map();
@@ -479,6 +482,7 @@ export class ConnectionPool implements AsyncDisposable {
   async close(options: CloseOptions = {}): Promise<void> {
     const timeout = checkCloseTimeout(options);
     if (!this.#closed) this.#shutDown();
+    this.#tlsSessions.clear();
     await Promise.allSettled(this.#connects);
     if (timeout === undefined || this.#size === 0) return;
     await new Promise<void>((resolve) => {
@@ -686,7 +690,10 @@ export class ConnectionPool implements AsyncDisposable {
       let failure: unknown;
       try {
         const transport = this.#transport ??= await detectTransport();
-        connection = await transport.connect(host.address, { signal: abort.signal });
+        connection = await transport.connect(host.address, {
+          signal: abort.signal,
+          tlsSessions: this.#tlsSessions,
+        });
       } catch (cause) {
         failure = cause;
       }

@@ -17,6 +17,17 @@ export interface DenoTcpConn extends DenoConn {
   setNoDelay(noDelay?: boolean): void;
 }
 
+/** A TLS connection made with `Deno.startTls`; the handshake runs on first use or `handshake()`. */
+export interface DenoTlsConn extends DenoConn {
+  handshake(): Promise<{ alpnProtocol: string | null }>;
+}
+
+export interface DenoStartTlsOptions {
+  hostname: string;
+  caCerts?: string[];
+  alpnProtocols?: string[];
+}
+
 export interface DenoListener {
   readonly addr: { readonly port?: number };
   accept(): Promise<DenoTcpConn>;
@@ -31,6 +42,7 @@ export interface DenoRuntime {
     signal?: AbortSignal;
   }): Promise<DenoTcpConn>;
   connect(options: { transport: "unix"; path: string }): Promise<DenoConn>;
+  startTls(conn: DenoTcpConn, options: DenoStartTlsOptions): Promise<DenoTlsConn>;
   listen(options: { hostname: string; port: number; transport?: "tcp" }): DenoListener;
   permissions?: {
     querySync?(descriptor: { name: "net"; host: string }): { state: string };

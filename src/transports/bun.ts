@@ -19,10 +19,17 @@
  * @module
  */
 
-import type { ResolvedAddress } from "../address.ts";
-import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
+import type {
+  TlsInfo,
+  TlsSessionCache,
+  Transport,
+  TransportConnection,
+  TransportConnectOptions,
+} from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
+import { tlsHandshakeError } from "./_tls.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -41,6 +48,11 @@ interface BunSocket {
   resume(): void;
   ref(): void;
   unref(): void;
+  // TLS sockets only.
+  getSession?(): unknown;
+  setSession?(session: unknown): void;
+  isSessionReused?(): boolean;
+  readonly alpnProtocol?: string | false | null;
 }
 
 interface BunSocketHandlers {
@@ -50,6 +62,17 @@ interface BunSocketHandlers {
   end(socket: BunSocket): void;
   close(socket: BunSocket, error?: Error): void;
   error(socket: BunSocket, error: Error): void;
+  handshake(socket: BunSocket, success: boolean, authorizationError: Error | null): void;
+}
+
+interface BunTlsOptions {
+  serverName: string;
+  rejectUnauthorized: boolean;
+  ca?: string[];
+  cert?: string;
+  key?: string;
+  /** The wire format: each name preceded by its length in one byte. */
+  ALPNProtocols?: ArrayBuffer;
 }
 
 // `{ hostname, port }` for TCP, `{ unix: path }` for a Unix-domain socket.
@@ -57,6 +80,7 @@ type BunConnectOptions = ({ hostname: string; port: number } | { unix: string })
   allowHalfOpen: boolean;
   data: BunConnection;
   socket: BunSocketHandlers;
+  tls?: BunTlsOptions;
 };
 
 interface BunGlobal {
@@ -77,6 +101,14 @@ interface PendingWrite {
 
 interface PendingShutdown {
   promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A TLS connect waiting for its handshake, and where its sessions go. */
+interface PendingHandshake {
+  address: ResolvedTcpAddress;
+  sessions: TlsSessionCache | undefined;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -102,6 +134,29 @@ class BunConnection implements TransportConnection {
   #writes: PendingWrite[] = [];
   /** A `closeWrite()` waiting for `#writes` to empty. */
   #shutdown: PendingShutdown | undefined;
+  /** Set while a TLS connect waits for its handshake. */
+  #handshake: PendingHandshake | undefined;
+  /** Where to save this TLS connection's session once the server's ticket came. */
+  #saveSession: { key: string; sessions: TlsSessionCache } | undefined;
+  tls: TlsInfo | undefined;
+
+  /**
+   * Resolves once the connection may be used: at once for plain TCP, after
+   * a successful handshake for TLS (written to before it, Bun would queue
+   * the bytes, and a failed check would surface only at the first read).
+   */
+  readonly ready: Promise<void>;
+
+  constructor(address: ResolvedAddress, sessions: TlsSessionCache | undefined) {
+    if (address.kind !== "tcp" || address.tls === undefined) {
+      this.ready = RESOLVED;
+      return;
+    }
+    this.ready = new Promise((resolve, reject) => {
+      this.#handshake = { address, sessions, resolve, reject };
+    });
+    this.ready.catch(() => {}); // a connect that fails before open never looks at it
+  }
 
   read(): Promise<Uint8Array | null> {
     return this.#received.read();
@@ -167,7 +222,16 @@ class BunConnection implements TransportConnection {
   /** Marks an aborted connect; closes the socket if it already opened. */
   abandon(): void {
     this.#abandoned = true;
+    this.#failHandshake(closedError("finish the TLS handshake"));
     this.close();
+  }
+
+  /** Fails a TLS connect still waiting for its handshake. */
+  #failHandshake(error: unknown): void {
+    const handshake = this.#handshake;
+    if (handshake === undefined) return;
+    this.#handshake = undefined;
+    handshake.reject(error);
   }
 
   /** Fails the writes still waiting for `drain`, and a waiting half-close. */
@@ -188,11 +252,53 @@ class BunConnection implements TransportConnection {
     open(socket: BunSocket): void {
       const connection = socket.data;
       connection.#socket = socket;
-      if (connection.#abandoned) socket.end();
+      if (connection.#abandoned) {
+        socket.end();
+        return;
+      }
+      const handshake = connection.#handshake;
+      // Bun offers a session only if it is set here, before the handshake starts.
+      const saved = handshake?.sessions?.get(handshake.address.key);
+      if (saved !== undefined) socket.setSession?.(saved);
+    },
+
+    handshake(socket: BunSocket, success: boolean, authorizationError: Error | null): void {
+      const connection = socket.data;
+      const handshake = connection.#handshake;
+      if (handshake === undefined) return;
+      connection.#handshake = undefined;
+      // Without verification Bun reports the check's result but keeps the socket.
+      if (!success && handshake.address.tls!.verify) {
+        handshake.reject(
+          tlsHandshakeError(
+            handshake.address,
+            authorizationError ?? new Error("the certificate was not accepted"),
+          ),
+        );
+        connection.close();
+        return;
+      }
+      connection.tls = {
+        resumed: socket.isSessionReused?.(),
+        alpnProtocol: socket.alpnProtocol || undefined,
+      };
+      if (handshake.sessions !== undefined) {
+        connection.#saveSession = { key: handshake.address.key, sessions: handshake.sessions };
+      }
+      handshake.resolve();
     },
 
     data(socket: BunSocket, chunk: Uint8Array): void {
-      socket.data.#received.push(chunk);
+      const connection = socket.data;
+      // A TLS 1.3 server sends its session ticket right after the handshake,
+      // so it has been processed by the time the first bytes arrive.
+      const save = connection.#saveSession;
+      if (save !== undefined) {
+        connection.#saveSession = undefined;
+        const session = socket.getSession?.();
+        if (session !== undefined && session !== null) save.sessions.set(save.key, session);
+      }
+      connection.#received.push(chunk);
     },
 
     // Also fires when nothing was waiting (after open or resume, for one).
@@ -228,6 +334,9 @@ class BunConnection implements TransportConnection {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
+      connection.#failHandshake(
+        error ?? new Error("the server closed the connection during the TLS handshake"),
+      );
       if (error !== undefined) connection.#received.fail(error);
       connection.#received.close(false);
       connection.#failWrites();
@@ -236,6 +345,7 @@ class BunConnection implements TransportConnection {
     error(socket: BunSocket, error: Error): void {
       const connection = socket.data;
       if (connection.#closed) return;
+      connection.#failHandshake(error);
       connection.#received.fail(error);
       connection.close();
     },
@@ -252,16 +362,17 @@ function connect(
   if (bun === undefined) {
     return Promise.reject(new Error("Cannot connect with the Bun transport: this is not Bun"));
   }
-  const connection = new BunConnection();
+  const connection = new BunConnection(address, options.tlsSessions);
   // Bun's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
   const opening = bun.connect({
     ...(address.kind === "unix"
       ? { unix: address.path }
       : { hostname: address.hostname, port: address.port }),
+    ...(address.kind === "tcp" && address.tls !== undefined ? { tls: bunTls(address) } : {}),
     allowHalfOpen: true,
     data: connection,
     socket: BunConnection.handlers,
-  });
+  }).then(() => connection.ready);
   if (signal === undefined) return opening.then(() => connection);
   // Bun.connect cannot be cancelled: reject at once, and the open handler
   // closes a socket that opens after all.
@@ -282,6 +393,32 @@ function connect(
       },
     );
   });
+}
+
+function bunTls(address: ResolvedTcpAddress): BunTlsOptions {
+  const settings = address.tls!;
+  return {
+    serverName: settings.serverName,
+    rejectUnauthorized: settings.verify,
+    ...(settings.caCerts === undefined ? {} : { ca: [...settings.caCerts] }),
+    ...(settings.cert === undefined ? {} : { cert: settings.cert, key: settings.key! }),
+    ...(settings.alpnProtocols === undefined
+      ? {}
+      : { ALPNProtocols: alpnWireFormat(settings.alpnProtocols) }),
+  };
+}
+
+// Bun.connect takes ALPN names only in the wire format, not as an array.
+function alpnWireFormat(protocols: readonly string[]): ArrayBuffer {
+  const names = protocols.map((name) => new TextEncoder().encode(name));
+  const wire = new Uint8Array(names.reduce((total, name) => total + 1 + name.length, 0));
+  let offset = 0;
+  for (const name of names) {
+    wire[offset++] = name.length; // at most 255: resolveAddress checks
+    wire.set(name, offset);
+    offset += name.length;
+  }
+  return wire.buffer;
 }
 
 /*

@@ -16,10 +16,16 @@
  * @module
  */
 
-import type { ResolvedAddress } from "../address.ts";
-import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
-import { closeQuietly, deno, type DenoConn } from "./_deno_api.ts";
+import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
+import type {
+  TlsInfo,
+  Transport,
+  TransportConnection,
+  TransportConnectOptions,
+} from "./transport.ts";
+import { closeQuietly, deno, type DenoConn, type DenoTcpConn } from "./_deno_api.ts";
 import { ReactorTurn } from "./_deno_reactor_turn.ts";
+import { tlsHandshakeError, tlsUnsupportedError } from "./_tls.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -50,9 +56,11 @@ class DenoConnection implements TransportConnection {
   #buffer = new Uint8Array(MIN_READ_BUFFER);
   #closed = false;
   #refed = true;
+  readonly tls: TlsInfo | undefined;
 
-  constructor(conn: DenoConn) {
+  constructor(conn: DenoConn, tls?: TlsInfo) {
     this.#conn = conn;
+    this.tls = tls;
   }
 
   async read(): Promise<Uint8Array | null> {
@@ -141,6 +149,7 @@ async function connect(
 ): Promise<TransportConnection> {
   const { signal } = options;
   signal?.throwIfAborted();
+  if (address.kind === "tcp" && address.tls !== undefined) checkTlsSupport(address);
   let conn: DenoConn;
   try {
     if (address.kind === "unix") {
@@ -163,8 +172,61 @@ async function connect(
     closeQuietly(conn);
     throw signal.reason;
   }
+  let tls: TlsInfo | undefined;
+  if (address.kind === "tcp" && address.tls !== undefined) {
+    [conn, tls] = await startTls(conn as DenoTcpConn, address, signal);
+  }
   activity.openConnections++;
-  return new DenoConnection(conn);
+  return new DenoConnection(conn, tls);
+}
+
+// Deno.startTls (the only TLS call that keeps Nagle's algorithm off) has no
+// switch for verification and no client certificate.
+function checkTlsSupport(address: ResolvedTcpAddress): void {
+  if (!address.tls!.verify) {
+    throw tlsUnsupportedError(
+      address,
+      "Deno cannot turn certificate verification off for one connection (only for the whole process, with --unsafely-ignore-certificate-errors)",
+    );
+  }
+  if (address.tls!.cert !== undefined) {
+    throw tlsUnsupportedError(
+      address,
+      "Deno.startTls cannot present a client certificate",
+    );
+  }
+}
+
+/** Runs the TLS handshake over `tcp`; closing it is how an abort interrupts the handshake. */
+async function startTls(
+  tcp: DenoTcpConn,
+  address: ResolvedTcpAddress,
+  signal: AbortSignal | undefined,
+): Promise<[DenoConn, TlsInfo]> {
+  const settings = address.tls!;
+  let conn: DenoConn = tcp;
+  const onAbort = (): void => closeQuietly(conn);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const tls = await deno().startTls(tcp, {
+      hostname: settings.serverName,
+      ...(settings.caCerts === undefined ? {} : { caCerts: [...settings.caCerts] }),
+      ...(settings.alpnProtocols === undefined
+        ? {}
+        : { alpnProtocols: [...settings.alpnProtocols] }),
+    });
+    conn = tls;
+    if (signal?.aborted) throw signal.reason;
+    const { alpnProtocol } = await tls.handshake();
+    // Deno has no session API: every handshake is a full one, as far as it tells.
+    return [tls, { resumed: undefined, alpnProtocol: alpnProtocol ?? undefined }];
+  } catch (error) {
+    closeQuietly(conn);
+    if (signal?.aborted) throw signal.reason;
+    throw tlsHandshakeError(address, error);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
 }
 
 /**

@@ -18,10 +18,17 @@
  */
 
 import type * as net from "node:net";
-import type { ResolvedAddress } from "../address.ts";
-import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import type * as tls from "node:tls";
+import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
+import type {
+  TlsInfo,
+  Transport,
+  TransportConnection,
+  TransportConnectOptions,
+} from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
+import { tlsHandshakeError } from "./_tls.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -29,9 +36,14 @@ export type { ResolvedAddress } from "../address.ts";
 const RESOLVED: Promise<void> = Promise.resolve();
 
 let netModule: typeof net | undefined;
+let tlsModule: typeof tls | undefined;
 
 async function loadNet(): Promise<typeof net> {
   return netModule ??= await import("node:net");
+}
+
+async function loadTls(): Promise<typeof tls> {
+  return tlsModule ??= await import("node:tls");
 }
 
 function ignore(): void {}
@@ -52,9 +64,11 @@ class NodeConnection implements TransportConnection {
   #closed = false;
   #resolveDrain: (() => void) | undefined;
   #rejectDrain: ((error: unknown) => void) | undefined;
+  readonly tls: TlsInfo | undefined;
 
-  constructor(socket: net.Socket) {
+  constructor(socket: net.Socket, tls?: TlsInfo) {
     this.#socket = socket;
+    this.tls = tls;
     this.#received = new ReceiveQueue(socket);
     socket.on("data", this.#onData);
     socket.on("end", this.#onEnd);
@@ -156,6 +170,10 @@ function connect(
 ): Promise<TransportConnection> {
   const signal = options.signal;
   if (signal?.aborted) return Promise.reject(signal.reason);
+  if (address.kind === "tcp" && address.tls !== undefined) {
+    if (tlsModule === undefined) return loadTls().then(() => connect(address, options));
+    return whenOpen(connectTls(tlsModule, address, options), "secureConnect", address, signal);
+  }
   if (netModule === undefined) {
     return loadNet().then(() => connect(address, options));
   }
@@ -164,15 +182,79 @@ function connect(
       ? { path: address.path, allowHalfOpen: true }
       : { host: address.hostname, port: address.port, noDelay: true, allowHalfOpen: true },
   );
+  return whenOpen(socket, "connect", address, signal);
+}
+
+function connectTls(
+  tlsApi: typeof tls,
+  address: ResolvedTcpAddress,
+  options: TransportConnectOptions,
+): tls.TLSSocket {
+  const settings = address.tls!;
+  const sessions = options.tlsSessions;
+  const saved = sessions?.get(address.key);
+  // allowHalfOpen works for TLS sockets too (a real half-close); the types omit it.
+  const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+    host: address.hostname,
+    port: address.port,
+    allowHalfOpen: true,
+    // Node may not send an IP address as SNI; the name is checked below anyway.
+    ...(isIpAddress(settings.serverName) ? {} : { servername: settings.serverName }),
+    checkServerIdentity: (_host, certificate) =>
+      tlsApi.checkServerIdentity(settings.serverName, certificate),
+    rejectUnauthorized: settings.verify,
+    ...(settings.caCerts === undefined ? {} : { ca: [...settings.caCerts] }),
+    ...(settings.cert === undefined ? {} : { cert: settings.cert, key: settings.key }),
+    ...(settings.alpnProtocols === undefined ? {} : { ALPNProtocols: [...settings.alpnProtocols] }),
+    ...(saved instanceof Uint8Array ? { session: saved as tls.ConnectionOptions["session"] } : {}),
+  };
+  const socket = tlsApi.connect(connectOptions);
+  socket.setNoDelay(true); // tls.connect has no noDelay option
+  // TLS 1.3 tickets arrive after the handshake, and servers may send more.
+  if (sessions !== undefined) {
+    socket.on("session", (session: Uint8Array) => sessions.set(address.key, session));
+  }
+  return socket;
+}
+
+function isIpAddress(name: string): boolean {
+  return name.includes(":") || /^[0-9.]+$/.test(name);
+}
+
+/**
+ * Resolves with the connection once `socket` emits `ready` (`connect`, or
+ * `secureConnect` after a TLS handshake); rejects on an error or an abort,
+ * and destroys the socket then.
+ */
+function whenOpen(
+  socket: net.Socket,
+  ready: "connect" | "secureConnect",
+  address: ResolvedAddress,
+  signal: AbortSignal | undefined,
+): Promise<TransportConnection> {
   return new Promise((resolve, reject) => {
+    // For TLS: whether TCP connected, so that a later error is the handshake's.
+    let connected = false;
     const done = (): void => {
       socket.off("connect", onConnect);
+      socket.off(ready, onReady);
       socket.off("error", onError);
       signal?.removeEventListener("abort", onAbort);
     };
     const onConnect = (): void => {
+      connected = true;
+    };
+    const onReady = (): void => {
       done();
-      resolve(new NodeConnection(socket));
+      const secure = socket as tls.TLSSocket;
+      resolve(
+        new NodeConnection(
+          socket,
+          ready === "secureConnect"
+            ? { resumed: secure.isSessionReused(), alpnProtocol: secure.alpnProtocol || undefined }
+            : undefined,
+        ),
+      );
     };
     // Node's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
     const fail = (reason: unknown): void => {
@@ -181,9 +263,14 @@ function connect(
       socket.destroy();
       reject(reason);
     };
-    const onError = (error: Error): void => fail(error);
+    const onError = (error: Error): void => {
+      const handshake = ready === "secureConnect" && address.kind === "tcp" &&
+        (connected || (error as { code?: string }).code?.startsWith("ERR_SSL") === true);
+      fail(handshake ? tlsHandshakeError(address as ResolvedTcpAddress, error) : error);
+    };
     const onAbort = (): void => fail(signal!.reason);
-    socket.once("connect", onConnect);
+    if (ready !== "connect") socket.once("connect", onConnect);
+    socket.once(ready, onReady);
     socket.once("error", onError);
     signal?.addEventListener("abort", onAbort, { once: true });
   });

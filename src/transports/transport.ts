@@ -54,6 +54,45 @@ export interface TransportConnection {
   ref(): void;
   /** Stops this connection, and any read pending on it, from keeping the process alive. */
   unref(): void;
+  /** What the TLS handshake agreed on; `undefined` for a connection without TLS. */
+  readonly tls?: TlsInfo;
+}
+
+/**
+ * What a TLS connection's handshake agreed on.
+ *
+ * @example
+ * ```ts ignore
+ * const { connection } = await pool.acquire({ hostname: "example.com", port: 443, tls: true });
+ * console.log(connection.tls?.resumed); // true if an earlier session was resumed
+ * ```
+ */
+export interface TlsInfo {
+  /**
+   * Whether the handshake resumed an earlier session (an abbreviated
+   * handshake); `undefined` where the runtime cannot tell (Deno).
+   */
+  readonly resumed: boolean | undefined;
+  /** The ALPN protocol the server chose, if any. */
+  readonly alpnProtocol: string | undefined;
+}
+
+/**
+ * Where a transport keeps TLS sessions for resumption, one per pool key
+ * (which names the TLS identity). The pool owns one per pool; a transport
+ * whose runtime cannot resume sessions ignores it.
+ *
+ * @example
+ * ```ts ignore
+ * const session = options.tlsSessions?.get(address.key); // offer it in the handshake
+ * socket.on("session", (ticket) => options.tlsSessions?.set(address.key, ticket));
+ * ```
+ */
+export interface TlsSessionCache {
+  /** The latest session saved for `key`, or `undefined`. */
+  get(key: string): unknown;
+  /** Saves a session (opaque to the pool) for later connects to `key`. */
+  set(key: string, session: unknown): void;
 }
 
 /**
@@ -70,6 +109,8 @@ export interface TransportConnectOptions {
    * anyway afterwards is closed by the transport.
    */
   signal?: AbortSignal;
+  /** Sessions to resume TLS connections with, and to save new ones in. */
+  tlsSessions?: TlsSessionCache;
 }
 
 /**
@@ -77,7 +118,10 @@ export interface TransportConnectOptions {
  *
  * Connect failures reject with the runtime's error; where the runtime does
  * not say so itself, the transport sets a POSIX-style `code` on it
- * (`ECONNREFUSED`, `ENOTFOUND`, ...) so the pool can classify it.
+ * (`ECONNREFUSED`, `ENOTFOUND`, ...) so the pool can classify it. A failed
+ * TLS handshake rejects with a `PoolError` (`TLS_CERT_INVALID`,
+ * `TLS_HANDSHAKE_FAILED`, `TLS_UNSUPPORTED`) whose `cause` is the
+ * runtime's error. A TLS connect resolves only after the handshake.
  *
  * @example A transport passed explicitly
  * ```ts ignore
@@ -89,7 +133,10 @@ export interface TransportConnectOptions {
 export interface Transport {
   /** A short name for logs and stats, such as `"deno"` or `"memory"`. */
   readonly name: string;
-  /** Opens a connection: TCP with Nagle's algorithm disabled, or a Unix-domain socket. */
+  /**
+   * Opens a connection: TCP with Nagle's algorithm disabled, TLS over it
+   * when `address.tls` is set, or a Unix-domain socket.
+   */
   connect(
     address: ResolvedAddress,
     options: TransportConnectOptions,
