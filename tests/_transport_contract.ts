@@ -4,19 +4,35 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import type * as tls from "node:tls";
 import type { Transport, TransportConnection } from "../src/transports/transport.ts";
-import { resolveAddress } from "../src/address.ts";
+import { type Address, resolveAddress } from "../src/address.ts";
+import { PoolError } from "../src/errors.ts";
+import { TlsSessions } from "../src/tls_sessions.ts";
+import { testCertificates } from "./_certs.ts";
 import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { runFixture } from "./_subprocess.ts";
+import { runtime } from "./_runtime.ts";
+import { waitUntil } from "./_async.ts";
 
 export interface ContractOptions {
   /** Skip the whole contract (the transport is not for this runtime). */
   skip?: boolean;
   /** Name the idle fixture uses to load the transport: "deno", "bun" or "node". */
   fixtureName: string;
-  /** Run the contract against upstreams on Unix sockets instead of TCP ports. */
-  unix?: boolean;
+  /**
+   * What to run the contract over: TCP ports (the default), Unix sockets, or
+   * TLS over TCP with the test CA's server certificate.
+   */
+  network?: Network;
 }
+
+/** The kinds of upstream every transport is tested against. */
+export const NETWORKS = ["tcp", "unix", "tls"] as const;
+export type Network = typeof NETWORKS[number];
 
 const encoder = new TextEncoder();
 
@@ -39,10 +55,13 @@ export function describeTransportContract(
   getTransport: () => Transport,
   options: ContractOptions,
 ): void {
-  const unix = options.unix ?? false;
-  const title = `${name} transport contract${unix ? " (Unix sockets)" : ""}`;
+  const unix = options.network === "unix";
+  const secure = options.network === "tls";
+  const title = `${name} transport contract${unix ? " (Unix sockets)" : secure ? " (TLS)" : ""}`;
+  // Every settle() round opens a connection; TLS handshakes make them dearer.
+  const settleRounds = secure ? 100 : 300;
   describe(title, { skip: options.skip }, () => {
-    const upstreams = useUpstreamPair({ unix });
+    const upstreams = useUpstreamPair({ unix, tls: secure });
     const connect = (upstream: TestUpstream) =>
       getTransport().connect(resolveAddress(upstream.address), {});
 
@@ -90,14 +109,20 @@ export function describeTransportContract(
       socket.close();
     });
 
-    test("read() rejects after the peer resets the connection", { skip: unix }, async () => {
-      const socket = await connect(upstreams.silent);
-      const server = await upstreams.silent.nextConnection();
-      const pending = socket.read();
-      server.resetAndDestroy();
-      await assert.rejects(pending);
-      socket.close();
-    });
+    // Node 20 cannot reset a server-side TLS socket (ERR_INVALID_HANDLE_TYPE).
+    const resetSkipped = unix || (secure && runtime === "node");
+    test(
+      "read() rejects after the peer resets the connection",
+      { skip: resetSkipped },
+      async () => {
+        const socket = await connect(upstreams.silent);
+        const server = await upstreams.silent.nextConnection();
+        const pending = socket.read();
+        server.resetAndDestroy();
+        await assert.rejects(pending);
+        socket.close();
+      },
+    );
 
     // A Unix socket has no reset: an abrupt close is only an EOF.
     test("read() resolves null after the peer destroys the socket", { skip: !unix }, async () => {
@@ -148,11 +173,11 @@ export function describeTransportContract(
     });
 
     test("a refused connect rejects with code ECONNREFUSED", { skip: unix }, async () => {
-      const closed = await TestUpstream.start();
-      const port = closed.port;
+      const closed = await TestUpstream.start({ tls: secure });
+      const address = resolveAddress(closed.address);
       await closed.close();
       await assert.rejects(
-        getTransport().connect(resolveAddress({ hostname: "127.0.0.1", port }), {}),
+        getTransport().connect(address, {}),
         (error: { code?: string }) => error.code === "ECONNREFUSED",
       );
     });
@@ -175,7 +200,7 @@ export function describeTransportContract(
       // Its own upstream: a connect that cannot be cancelled (Bun's) still
       // reaches the server, and that stale socket must not become the next
       // test's silent.nextConnection().
-      const upstream = await TestUpstream.start({ mode: "silent", unix });
+      const upstream = await TestUpstream.start({ mode: "silent", unix, tls: secure });
       try {
         const late = new AbortController();
         const pending = getTransport().connect(resolveAddress(upstream.address), {
@@ -195,9 +220,9 @@ export function describeTransportContract(
     // buffer when settle() is called: the server's write/end has completed.
     for (const phase of ["a timer", "an I/O callback", "an immediate callback"] as const) {
       for (const what of ["bytes", "a FIN"] as const) {
-        test(`settle() called from ${phase} delivers ${what} already received (300 times)`, async () => {
+        test(`settle() called from ${phase} delivers ${what} already received (${settleRounds} times)`, async () => {
           let missed = 0;
-          for (let i = 0; i < 300; i++) {
+          for (let i = 0; i < settleRounds; i++) {
             const socket = await connect(upstreams.silent);
             const server = await upstreams.silent.nextConnection();
             let delivered = false;
@@ -222,7 +247,7 @@ export function describeTransportContract(
             socket.close();
             server.destroy();
           }
-          assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of 300`);
+          assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of ${settleRounds}`);
         });
       }
     }
@@ -234,13 +259,136 @@ export function describeTransportContract(
     });
 
     test("an unref'd connection with a pending read lets the process exit", async () => {
-      const result = await runFixture("idle_transport", [
-        options.fixtureName,
-        upstreams.silent.location,
-      ]);
-      assert.equal(result.killed, false, `process was kept alive (stdout: ${result.stdout})`);
-      assert.equal(result.stdout.trim(), "idle", result.stderr);
-      assert.equal(result.code, 0, result.stderr);
+      const caFile = secure ? writeTempFile("ca.pem", testCertificates().ca) : undefined;
+      try {
+        const result = await runFixture("idle_transport", [
+          options.fixtureName,
+          upstreams.silent.location,
+          ...(caFile === undefined ? [] : [caFile]),
+        ]);
+        assert.equal(result.killed, false, `process was kept alive (stdout: ${result.stdout})`);
+        assert.equal(result.stdout.trim(), "idle", result.stderr);
+        assert.equal(result.code, 0, result.stderr);
+      } finally {
+        if (caFile !== undefined) fs.rmSync(path.dirname(caFile), { recursive: true });
+      }
     });
+
+    if (secure) describeTlsContract(options.fixtureName, getTransport, upstreams);
+  });
+}
+
+function writeTempFile(name: string, text: string): string {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "upstream-pool-")), name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/** What a TLS connect must do beyond carrying bytes: verify, classify failures, resume. */
+function describeTlsContract(
+  runtimeName: string,
+  getTransport: () => Transport,
+  upstreams: ReturnType<typeof useUpstreamPair>,
+): void {
+  const withTls = (upstream: TestUpstream, tlsOptions: Record<string, unknown>): Address => {
+    const { hostname, port } = upstream.address as { hostname: string; port: number };
+    return { hostname, port, tls: tlsOptions };
+  };
+  const rejectsWith = async (address: Address, code: string): Promise<void> => {
+    await assert.rejects(
+      getTransport().connect(resolveAddress(address), {}),
+      (error: unknown) => {
+        assert.ok(error instanceof PoolError, `expected a PoolError, got ${error}`);
+        assert.equal(error.code, code, error.message);
+        assert.ok(error.cause !== undefined, "the runtime's error must be the cause");
+        return true;
+      },
+    );
+  };
+
+  test("a certificate from another CA rejects with TLS_CERT_INVALID", async () => {
+    await rejectsWith(
+      withTls(upstreams.echo, { caCerts: [testCertificates().otherCa] }),
+      "TLS_CERT_INVALID",
+    );
+  });
+
+  test("a certificate for another name rejects with TLS_CERT_INVALID", async () => {
+    await rejectsWith(
+      withTls(upstreams.echo, { caCerts: [testCertificates().ca], serverName: "example.com" }),
+      "TLS_CERT_INVALID",
+    );
+  });
+
+  test("a server that does not speak TLS rejects with TLS_HANDSHAKE_FAILED", async () => {
+    // A plain echo server sends the ClientHello back: not a ServerHello.
+    const plain = await TestUpstream.start({ mode: "echo" });
+    try {
+      await rejectsWith(
+        withTls(plain, { caCerts: [testCertificates().ca] }),
+        "TLS_HANDSHAKE_FAILED",
+      );
+    } finally {
+      await plain.close();
+    }
+  });
+
+  test("the server name is checked: localhost matches the test certificate", async () => {
+    const socket = await getTransport().connect(
+      resolveAddress(
+        withTls(upstreams.echo, { caCerts: [testCertificates().ca], serverName: "localhost" }),
+      ),
+      {},
+    );
+    await socket.write(encoder.encode("ping"));
+    assert.equal(new TextDecoder().decode(await readExactly(socket, 4)), "ping");
+    socket.close();
+  });
+
+  test("the session of a first connection resumes the next one where the runtime can", async () => {
+    const sessions = new TlsSessions();
+    const address = resolveAddress(upstreams.echo.address);
+    const resumed: Array<boolean | undefined> = [];
+    for (let i = 0; i < 2; i++) {
+      const socket = await getTransport().connect(address, { tlsSessions: sessions });
+      await socket.write(encoder.encode("ping"));
+      await readExactly(socket, 4);
+      resumed.push(socket.tls?.resumed);
+      // Node reports the server's ticket a little after the first bytes.
+      if (runtimeName !== "deno") await waitUntil(() => sessions.get(address.key) !== undefined);
+      socket.close();
+    }
+    if (runtimeName === "deno") {
+      // Deno has no session API: it cannot resume, nor tell.
+      assert.deepEqual(resumed, [undefined, undefined]);
+      assert.equal(sessions.get(address.key), undefined);
+    } else {
+      assert.deepEqual(resumed, [false, true]);
+      assert.notEqual(sessions.get(address.key), undefined);
+    }
+  });
+
+  test("the server agrees: it saw a resumed session (Node and Bun servers can tell)", {
+    skip: runtimeName === "deno", // Deno's node:tls server never resumes
+  }, async () => {
+    // Its own upstream: earlier tests may have left connections in the pair's backlog.
+    const upstream = await TestUpstream.start({ mode: "silent", tls: true });
+    const sessions = new TlsSessions();
+    const address = resolveAddress(upstream.address);
+    const serverSaw: boolean[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const socket = await getTransport().connect(address, { tlsSessions: sessions });
+        const server = await upstream.nextConnection() as tls.TLSSocket;
+        serverSaw.push(server.isSessionReused());
+        server.write("x");
+        await readExactly(socket, 1);
+        await waitUntil(() => sessions.get(address.key) !== undefined);
+        socket.close();
+      }
+    } finally {
+      await upstream.close();
+    }
+    assert.deepEqual(serverSaw, [false, true, true]);
   });
 }

@@ -1,13 +1,15 @@
-// A loopback upstream for tests, written with node:net so that the same
-// server runs under Deno, Bun and Node while each runtime's own client
-// transport is under test. It listens on 127.0.0.1 on a free port, or on a
-// Unix socket in a fresh temporary directory.
+// A loopback upstream for tests, written with node:net (node:tls for TLS)
+// so that the same server runs under Deno, Bun and Node while each
+// runtime's own client transport is under test. It listens on 127.0.0.1 on
+// a free port, or on a Unix socket in a fresh temporary directory.
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before } from "node:test";
+import * as tls from "node:tls";
 import type { TcpAddress, UnixAddress } from "../src/address.ts";
+import { testCertificates } from "./_certs.ts";
 
 export type UpstreamMode = "echo" | "silent";
 
@@ -16,6 +18,14 @@ export interface TestUpstreamOptions {
   mode?: UpstreamMode;
   /** Listen on a Unix socket in a new temporary directory instead of a TCP port. */
   unix?: boolean;
+  /**
+   * Speak TLS with the test server certificate (for `localhost` and
+   * `127.0.0.1`); the address then trusts the test CA. Server-side sockets
+   * are `tls.TLSSocket`s, counted once their handshake is done.
+   */
+  tls?: boolean;
+  /** TLS only: ask for a client certificate signed by the test CA and refuse clients without one. */
+  requireClientCertificate?: boolean;
 }
 
 export class TestUpstream {
@@ -24,8 +34,10 @@ export class TestUpstream {
   readonly address: TcpAddress & { port: number } | UnixAddress;
   /** Server-side sockets that are still open. */
   readonly open: Set<net.Socket> = new Set();
-  /** How many connections were accepted in all. */
+  /** How many connections were accepted in all (for TLS: completed handshakes). */
   accepted = 0;
+  /** TLS only: handshakes that failed or that the client gave up on. */
+  handshakeFailures = 0;
   #waiters: Array<(socket: net.Socket) => void> = [];
   #backlog: net.Socket[] = [];
   #openWaiters: Array<() => void> = [];
@@ -37,7 +49,18 @@ export class TestUpstream {
 
   static async start(options: TestUpstreamOptions = {}): Promise<TestUpstream> {
     const mode = options.mode ?? "echo";
-    const server = net.createServer({ noDelay: true, allowHalfOpen: false });
+    const certificates = options.tls ? testCertificates() : undefined;
+    const server = certificates === undefined
+      ? net.createServer({ noDelay: true, allowHalfOpen: false })
+      : tls.createServer({
+        noDelay: true,
+        allowHalfOpen: false,
+        key: certificates.server.key,
+        cert: certificates.server.cert,
+        ...(options.requireClientCertificate
+          ? { requestCert: true, rejectUnauthorized: true, ca: [certificates.ca] }
+          : {}),
+      });
     const socketPath = options.unix
       ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), "upstream-pool-")), "upstream.sock")
       : undefined;
@@ -46,13 +69,22 @@ export class TestUpstream {
       if (socketPath === undefined) server.listen(0, "127.0.0.1", () => resolve());
       else server.listen(socketPath, () => resolve());
     });
+    const port = (server.address() as net.AddressInfo | null)?.port ?? 0;
     const upstream = new TestUpstream(
       server,
-      socketPath === undefined
-        ? { hostname: "127.0.0.1", port: (server.address() as net.AddressInfo).port }
-        : { path: socketPath },
+      socketPath !== undefined
+        ? { path: socketPath }
+        : certificates === undefined
+        ? { hostname: "127.0.0.1", port }
+        : { hostname: "127.0.0.1", port, tls: { caCerts: [certificates.ca] } },
     );
-    server.on("connection", (socket) => upstream.#accept(socket, mode));
+    if (certificates === undefined) {
+      server.on("connection", (socket: net.Socket) => upstream.#accept(socket, mode));
+    } else {
+      server.on("secureConnection", (socket: tls.TLSSocket) => upstream.#accept(socket, mode));
+      // A client that gave up during the handshake (a failed certificate check).
+      server.on("tlsClientError", () => upstream.handshakeFailures++);
+    }
     return upstream;
   }
 
@@ -128,11 +160,13 @@ export interface UpstreamPair {
  * Starts an echo and a silent upstream before the enclosing describe block's
  * tests and closes them after; read them from the returned object inside tests.
  */
-export function useUpstreamPair(options: { unix?: boolean } = {}): UpstreamPair {
+export function useUpstreamPair(
+  options: Pick<TestUpstreamOptions, "unix" | "tls"> = {},
+): UpstreamPair {
   const pair = {} as UpstreamPair;
   before(async () => {
-    pair.echo = await TestUpstream.start({ mode: "echo", unix: options.unix });
-    pair.silent = await TestUpstream.start({ mode: "silent", unix: options.unix });
+    pair.echo = await TestUpstream.start({ ...options, mode: "echo" });
+    pair.silent = await TestUpstream.start({ ...options, mode: "silent" });
   });
   after(async () => {
     await pair.echo.close();

@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { describeTransportContract } from "./_transport_contract.ts";
+import { describeTransportContract, NETWORKS } from "./_transport_contract.ts";
 import { bunTransport } from "../src/transports/bun.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
@@ -9,12 +9,12 @@ import { pattern, sameBytes } from "./_bytes.ts";
 import { TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay, waitUntil } from "./_async.ts";
 
-// Once over TCP, once over Unix sockets.
-for (const unix of [false, true]) {
+// Over TCP, over Unix sockets and over TLS.
+for (const network of NETWORKS) {
   describeTransportContract("bun", () => bunTransport, {
     skip: runtime !== "bun",
     fixtureName: "bun",
-    unix,
+    network,
   });
 }
 

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runScript } from "./_subprocess.ts";
+import { runtime } from "./_runtime.ts";
 
 test("the demo runs against its embedded upstream with no failed request", async () => {
   const result = await runScript("../examples/demo", [], 60_000);
@@ -13,4 +14,10 @@ test("the demo runs against its embedded upstream with no failed request", async
   assert.match(result.stdout, /idle after \d+ ms\s+0 \(16 closes noticed while idle/);
   assert.match(result.stdout, /failed requests, whole demo\s+0\n/);
   assert.match(result.stdout, /pool speed-up\s+[\d.]+x/);
+  assert.match(result.stdout, /TLS round trip.*\n\s+through the pool\s+\d+ µs \(1 connection opened\)/);
+  const resumed = /(\d+) of 500 resumed a session/.exec(result.stdout);
+  assert.ok(resumed, result.stdout);
+  // Deno has no TLS session API; Node and Bun resume all but the first.
+  if (runtime === "deno") assert.equal(resumed[1], "0");
+  else assert.ok(Number(resumed[1]) >= 490, `only ${resumed[1]} of 500 resumed`);
 });

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type * as net from "node:net";
-import { describeTransportContract } from "./_transport_contract.ts";
+import { describeTransportContract, NETWORKS } from "./_transport_contract.ts";
 import { denoTransport } from "../src/transports/deno.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
@@ -40,12 +40,12 @@ denoRunner?.test({
   },
 });
 
-// Once over TCP, once over Unix sockets.
-for (const unix of [false, true]) {
+// Over TCP, over Unix sockets and over TLS.
+for (const network of NETWORKS) {
   describeTransportContract("deno", () => denoTransport, {
     skip: runtime !== "deno",
     fixtureName: "deno",
-    unix,
+    network,
   });
 }
 

@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { describeTransportContract } from "./_transport_contract.ts";
+import { describeTransportContract, NETWORKS } from "./_transport_contract.ts";
 import { nodeTransport } from "../src/transports/node.ts";
 import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
@@ -8,12 +8,12 @@ import { runtime } from "./_runtime.ts";
 import { type TestUpstream, useUpstreamPair } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
 
-// Once over TCP, once over Unix sockets.
-for (const unix of [false, true]) {
+// Over TCP, over Unix sockets and over TLS.
+for (const network of NETWORKS) {
   describeTransportContract("node", () => nodeTransport, {
     skip: runtime !== "node",
     fixtureName: "node",
-    unix,
+    network,
   });
 }
 

@@ -4,86 +4,11 @@
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type * as net from "node:net";
-import { type Acquired, ConnectionPool, PoolError, type UpstreamConnection } from "../mod.ts";
+import { ConnectionPool, PoolError } from "../mod.ts";
 import { TestUpstream } from "./_upstream.ts";
+import { checkNoDirtyHandoff, checkSequentialReuse, roundTrip } from "./_pool_checks.ts";
 import { runFixture } from "./_subprocess.ts";
 import { runtime } from "./_runtime.ts";
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-async function roundTrip(connection: UpstreamConnection, text: string): Promise<string> {
-  await connection.write(encoder.encode(text));
-  let received = "";
-  while (received.length < text.length) {
-    const chunk = await connection.read();
-    if (chunk === null) throw new Error(`EOF after ${JSON.stringify(received)}`);
-    received += decoder.decode(chunk);
-  }
-  return received;
-}
-
-/** Acquire, round trip, retain, `cycles` times: one connection throughout, every byte back in order. */
-async function checkSequentialReuse(upstream: TestUpstream, cycles: number): Promise<void> {
-  const pool = new ConnectionPool();
-  const accepted = upstream.accepted;
-  let sent = "";
-  let received = "";
-  for (let i = 0; i < cycles; i++) {
-    const { created, connection } = await pool.acquire(upstream.address);
-    assert.equal(created, i === 0);
-    const message = `<${i}:${"y".repeat(i % 29)}>`;
-    sent += message;
-    received += await roundTrip(connection, message);
-    assert.equal(pool.retain(connection), true);
-  }
-  assert.equal(received, sent);
-  assert.equal(upstream.accepted - accepted, 1);
-  await pool.close();
-  await upstream.waitForOpen(0);
-}
-
-/**
- * Sends stray bytes, a FIN or nothing into an idle connection, in turn, and
- * acquires right after: the pool must never hand out the dirty or dead one,
- * and must reuse the clean one. `rounds` is a multiple of 3.
- */
-async function checkNoDirtyHandoff(upstream: TestUpstream, rounds: number): Promise<void> {
-  const pool = new ConnectionPool();
-  let server: net.Socket | undefined;
-  const dirty: string[] = [];
-  let reused = 0;
-  for (let i = 0; i < rounds; i++) {
-    const mode = i % 3; // 0: stray bytes, 1: FIN, 2: nothing (must be reused)
-    let lease = await pool.acquire(upstream.address);
-    if (lease.created) server = await upstream.nextConnection();
-    await roundTrip(lease.connection, "ping");
-    pool.retain(lease.connection);
-    // Acquire from inside the upstream's write/end callback: the bytes or
-    // the FIN are in the client's receive buffer by then.
-    lease = await new Promise<Acquired>((resolve, reject) => {
-      const acquire = () => pool.acquire(upstream.address).then(resolve, reject);
-      if (mode === 0) server!.write("stray", acquire);
-      else if (mode === 1) server!.end(acquire);
-      else acquire();
-    });
-    if (mode === 2) {
-      assert.equal(lease.created, false, "a clean idle connection must be reused");
-      reused++;
-    } else if (!lease.created) {
-      dirty.push(mode === 0 ? "bytes" : "FIN");
-      pool.release(lease.connection);
-      continue;
-    }
-    if (lease.created) server = await upstream.nextConnection();
-    await roundTrip(lease.connection, "check");
-    pool.retain(lease.connection);
-  }
-  assert.deepEqual(dirty, [], `dirty or dead handoffs: ${dirty.length}`);
-  assert.equal(reused, rounds / 3);
-  await pool.close();
-  await upstream.waitForOpen(0);
-}
 
 describe(`pool on ${runtime} sockets`, () => {
   // A fresh upstream per test, so no test sees another's connections.
