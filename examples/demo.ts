@@ -9,25 +9,36 @@
  * 2. idle connections that the upstream closed being noticed and replaced
  *    without a failed request;
  * 3. round-trip time through the pool vs a new connection per request,
- *    measured in this run.
+ *    measured in this run;
+ * 4. the same over TLS (certificates minted with `openssl` for this run),
+ *    where a new connection costs a handshake: how many of the new
+ *    connections resumed a TLS session.
  *
  * @module
  */
 import * as net from "node:net";
 import process from "node:process";
-import { ConnectionPool, type UpstreamConnection } from "../mod.ts";
+import * as tls from "node:tls";
+import { type Address, ConnectionPool, type UpstreamConnection } from "../mod.ts";
+import { testCertificates } from "../tests/_certs.ts";
 
 const IDLE_TIMEOUT_MS = 200;
 const SEQUENTIAL = 2000;
 const CALLERS = 16;
 const PER_CALLER = 250;
+const TLS_REQUESTS = 500;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A key-value server: "GET key\n" answers "+value\n"; idle connections close. */
-async function startUpstream(): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * A key-value server: "GET key\n" answers "+value\n"; idle connections
+ * close. With `certificate`, it speaks TLS.
+ */
+async function startUpstream(
+  certificate?: { cert: string; key: string },
+): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const serve = (socket: net.Socket): void => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
@@ -42,7 +53,10 @@ async function startUpstream(): Promise<{ port: number; close(): Promise<void> }
         socket.write(`+value-of-${key}\n`);
       }
     });
-  });
+  };
+  const server = certificate === undefined
+    ? net.createServer({ noDelay: true }, serve)
+    : tls.createServer({ noDelay: true, ...certificate }, serve);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
@@ -115,18 +129,50 @@ for (let i = 0; i < 100; i++) await pooledRequest(`after-idle-${i}`);
 const afterRecovery = pool.stats();
 
 // 3. The same requests with a new connection each time.
-const freshTimes: number[] = [];
-const fresh = new ConnectionPool();
-for (let i = 0; i < SEQUENTIAL; i++) {
-  const started = performance.now();
-  const { connection } = await fresh.acquire(address);
-  await get(connection, `k${i}`);
-  fresh.release(connection);
-  freshTimes.push((performance.now() - started) * 1000);
-}
-await fresh.close();
+const freshTimes = await newConnectionEachTime(address, SEQUENTIAL);
 await pool.close();
 await upstream.close();
+
+/** Round-trip times (µs) of `count` requests that each open a connection, and how many resumed TLS. */
+async function newConnectionEachTime(
+  to: Address,
+  count: number,
+): Promise<number[] & { resumed: number }> {
+  const times = Object.assign([] as number[], { resumed: 0 });
+  const fresh = new ConnectionPool();
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    const { connection } = await fresh.acquire(to);
+    await get(connection, `k${i}`);
+    if (connection.tls?.resumed) times.resumed++;
+    fresh.release(connection);
+    times.push((performance.now() - started) * 1000);
+  }
+  await fresh.close();
+  return times;
+}
+
+// 4. TLS: the pool against a TLS handshake per request.
+const certificates = testCertificates();
+const tlsUpstream = await startUpstream(certificates.server);
+const tlsAddress = {
+  hostname: "127.0.0.1",
+  port: tlsUpstream.port,
+  tls: { caCerts: [certificates.ca] },
+};
+const tlsPool = new ConnectionPool();
+const tlsPooledTimes: number[] = [];
+for (let i = 0; i < TLS_REQUESTS; i++) {
+  const started = performance.now();
+  const { connection } = await tlsPool.acquire(tlsAddress);
+  if (await get(connection, `t${i}`) !== `+value-of-t${i}\n`) failed++;
+  tlsPool.retain(connection);
+  tlsPooledTimes.push((performance.now() - started) * 1000);
+}
+const tlsOpened = tlsPool.stats().totals.created;
+await tlsPool.close();
+const tlsFreshTimes = await newConnectionEachTime(tlsAddress, TLS_REQUESTS);
+await tlsUpstream.close();
 
 const host = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
 const runtimeName = host.Deno
@@ -173,5 +219,20 @@ console.log(table([
   ["through the pool", `${pooledMedian.toFixed(0)} µs`],
   ["new connection per request", `${freshMedian.toFixed(0)} µs`],
   ["pool speed-up", `${(freshMedian / pooledMedian).toFixed(2)}x`],
+]));
+const tlsPooledMedian = median(tlsPooledTimes);
+const tlsFreshMedian = median(tlsFreshTimes);
+console.log(`\n4. TLS round trip, median of ${TLS_REQUESTS}`);
+console.log(table([
+  ["through the pool", `${tlsPooledMedian.toFixed(0)} µs (${tlsOpened} connection opened)`],
+  [
+    "new TLS connection per request",
+    `${
+      tlsFreshMedian.toFixed(0)
+    } µs (${tlsFreshTimes.resumed} of ${TLS_REQUESTS} resumed a session${
+      host.Deno ? "; Deno cannot resume" : ""
+    })`,
+  ],
+  ["pool speed-up", `${(tlsFreshMedian / tlsPooledMedian).toFixed(2)}x`],
 ]));
 if (failed > 0 || afterIdle.idle !== 0) process.exitCode = 1;
