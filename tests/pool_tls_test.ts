@@ -185,6 +185,21 @@ describe(`pool over TLS on ${runtime}`, () => {
     }
   });
 
+  test("limits hold over TLS: 12 callers share maxPerHost 3 connections", async () => {
+    const pool = new ConnectionPool({ maxPerHost: 3 });
+    const replies = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+      const { connection } = await pool.acquire(upstream.address);
+      const reply = await roundTrip(connection, `caller-${i};`);
+      pool.retain(connection);
+      return reply;
+    }));
+    replies.forEach((reply, i) => assert.equal(reply, `caller-${i};`));
+    assert.equal(upstream.accepted, 3);
+    const { idle, borrowed, waiting, totals } = pool.stats();
+    assert.deepEqual([idle, borrowed, waiting, totals.created, totals.reused], [3, 0, 0, 3, 9]);
+    await pool.close();
+  });
+
   test("close() closes idle and returning TLS connections", async () => {
     const pool = new ConnectionPool();
     const leases = await Promise.all([1, 2].map(() => pool.acquire(upstream.address)));
