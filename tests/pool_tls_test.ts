@@ -185,6 +185,27 @@ describe(`pool over TLS on ${runtime}`, () => {
     }
   });
 
+  test("a handshake that never completes fails with CONNECT_TIMEOUT and leaves no socket", async () => {
+    // A plain TCP server that accepts and never answers the ClientHello.
+    const mute = await TestUpstream.start({ mode: "silent" });
+    const pool = new ConnectionPool({ connectTimeout: 150 });
+    try {
+      const failing = pool.acquire({ ...mute.address, tls: { caCerts: [certificates.ca] } })
+        .catch((e) => e);
+      (await mute.nextConnection()).resume(); // read, so that the client's close is seen
+      const error = await failing;
+      assert.ok(error instanceof PoolError, String(error));
+      assert.equal(error.code, "CONNECT_TIMEOUT", error.message);
+      assert.equal(pool.stats().connecting, 0);
+      // Deno finishes a TLS handshake before it shuts a connection down
+      // (denoland/deno#14547): the socket stays until the server gives up.
+      if (runtime !== "deno") await mute.waitForOpen(0);
+    } finally {
+      await pool.close();
+      await mute.close();
+    }
+  });
+
   test("limits hold over TLS: 12 callers share maxPerHost 3 connections", async () => {
     const pool = new ConnectionPool({ maxPerHost: 3 });
     const replies = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
