@@ -14,7 +14,10 @@ test("the demo runs against its embedded upstream with no failed request", async
   assert.match(result.stdout, /idle after \d+ ms\s+0 \(16 closes noticed while idle/);
   assert.match(result.stdout, /failed requests, whole demo\s+0\n/);
   assert.match(result.stdout, /pool speed-up\s+[\d.]+x/);
-  assert.match(result.stdout, /TLS round trip.*\n\s+through the pool\s+\d+ µs \(1 connection opened\)/);
+  assert.match(
+    result.stdout,
+    /TLS round trip.*\n\s+through the pool\s+\d+ µs \(1 connection opened\)/,
+  );
   const resumed = /(\d+) of 500 resumed a session/.exec(result.stdout);
   assert.ok(resumed, result.stdout);
   // Deno has no TLS session API; Node and Bun resume all but the first.
