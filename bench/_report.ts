@@ -73,7 +73,10 @@ export function printTable(rows: string[][]): void {
   }
 }
 
-/** One headline ratio of a benchmark, as the summary and the chart show it. */
+/**
+ * One headline figure of a benchmark, as the summary, the targets table and
+ * (for ratios) the chart show it: a ratio unless `unit` says otherwise.
+ */
 export interface Ratio {
   /** Stable identifier, such as "overhead.pool-vs-raw". */
   readonly key: string;
@@ -84,6 +87,8 @@ export interface Ratio {
   readonly target?: number;
   /** Which way is good for the pool. */
   readonly better: "lower" | "higher";
+  /** "×" for a ratio (the default), or what a plain count counts. */
+  readonly unit?: string;
 }
 
 /** One measured figure, for the per-benchmark tables of BENCHMARKS.md. */
@@ -111,12 +116,15 @@ export const RESULT_PREFIX = "@@bench-result ";
 export function emitResult(result: BenchResult): void {
   console.log("");
   for (const ratio of result.ratios) {
+    const unit = ratio.unit ?? "×";
+    const shown = (value: number): string =>
+      unit === "×" ? `${value.toFixed(3)}×` : `${value} ${unit}`;
     const verdict = ratio.target === undefined
       ? ""
-      : ` (target ${ratio.better === "lower" ? "≤" : "≥"}${ratio.target}×: ${
+      : ` (target ${ratio.better === "lower" ? "≤" : "≥"} ${shown(ratio.target)}: ${
         meets(ratio) ? "met" : "missed"
       })`;
-    console.log(`${ratio.label}: ${ratio.value.toFixed(3)}×${verdict}`);
+    console.log(`${ratio.label}: ${shown(ratio.value)}${verdict}`);
   }
   const { key, version } = runtime();
   console.log(RESULT_PREFIX + JSON.stringify({ ...result, runtime: key, version }));
