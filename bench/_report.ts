@@ -89,6 +89,12 @@ export interface Ratio {
   readonly better: "lower" | "higher";
   /** "×" for a ratio (the default), or what a plain count counts. */
   readonly unit?: string;
+  /**
+   * True if the ratio pits the pool against another way of doing the same
+   * work, so that past 1× on the better side the pool wins; the chart
+   * shades that side.
+   */
+  readonly contest?: boolean;
 }
 
 /** One measured figure, for the per-benchmark tables of BENCHMARKS.md. */

@@ -117,12 +117,14 @@ async function main(args: string[]): Promise<void> {
           value: perSecond(upstream) / perSecond(generics),
           target: 3,
           better: "higher",
+          contest: true,
         },
         {
           key: "bookkeeping.tarn",
           label: "upstream-pool ÷ tarn.js, cycles/s",
           value: perSecond(upstream) / perSecond(tarns),
           better: "higher",
+          contest: true,
         },
       ],
       figures: [

@@ -139,6 +139,7 @@ async function main(args: string[]): Promise<void> {
           label: `requests/s, ${callers} callers ÷ ${limit} callers`,
           value: rate(many) / rate(few),
           better: "higher",
+          contest: true,
         },
         {
           key: "contention.fairness",

@@ -162,12 +162,14 @@ export async function compareReuse(
           label: `${kind} sequential: connection per request ÷ pool, time per request`,
           value: sequentialFresh.median / sequential.median,
           better: "higher",
+          contest: true,
         },
         {
           key: `reuse.${key}.concurrent`,
           label: `${kind} ${callers} callers: pool ÷ connection per request, requests/s`,
           value: pooledRate / freshRate,
           better: "higher",
+          contest: true,
         },
       ],
       figures: [
