@@ -1,6 +1,7 @@
 // The echo upstream most benchmarks talk to, in this process, and the round
 // trip they time: write a payload, read until exactly its bytes came back.
 import * as net from "node:net";
+import type { ConnectionPool, UpstreamConnection } from "../mod.ts";
 
 export const PAYLOAD_BYTES = 64;
 
@@ -96,4 +97,23 @@ export function checkReply(payload: Uint8Array, offset: number, chunk: Uint8Arra
     }
   }
   return offset + chunk.length;
+}
+
+/**
+ * One request on a borrowed connection: the round trip, then `retain`. A
+ * failed round trip releases the connection first (a borrowed one would
+ * outlive the pool's close and keep the process alive).
+ */
+export async function exchange(
+  pool: ConnectionPool,
+  connection: UpstreamConnection,
+  payload: Uint8Array,
+): Promise<void> {
+  try {
+    await roundTrip(connection, payload);
+  } catch (error) {
+    pool.release(connection);
+    throw error;
+  }
+  if (!pool.retain(connection)) throw new Error("The pool closed a clean connection");
 }

@@ -75,3 +75,17 @@ export function spread(timing: Timing, digits = 2): string {
   const high = Math.max(...timing.roundMedians);
   return `${low.toFixed(digits)} – ${high.toFixed(digits)}`;
 }
+
+/** The largest of `values` (`Math.max(...values)` overflows the stack on long arrays). */
+export function maximum(values: ArrayLike<number>): number {
+  let largest = -Infinity;
+  for (let i = 0; i < values.length; i++) largest = Math.max(largest, values[i]!);
+  return largest;
+}
+
+/** The smallest of `values`. */
+export function minimum(values: ArrayLike<number>): number {
+  let smallest = Infinity;
+  for (let i = 0; i < values.length; i++) smallest = Math.min(smallest, values[i]!);
+  return smallest;
+}

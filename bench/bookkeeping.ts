@@ -14,8 +14,8 @@
  * awaited, as tarn's `release` is synchronous and ours returns at once.
  *
  * Run `deno run --allow-all bench/bookkeeping.ts`, `bun bench/bookkeeping.ts`
- * or `node npm/esm/bench/bookkeeping.js`. Options: `--quick`, `--rounds=7`,
- * `--batches=20`, `--cycles=2000` (cycles per batch).
+ * or `node npm/esm/bench/bookkeeping.js`. Options: `--quick`, `--rounds=9`,
+ * `--batches=30`, `--cycles=2000` (cycles per batch).
  *
  * @module
  */
@@ -31,7 +31,7 @@ const MAX_RESOURCES = 10;
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { rounds: 7, batches: 20, cycles: 2000 },
+    { rounds: 9, batches: 30, cycles: 2000 },
     { rounds: 3, batches: 10, cycles: 1000 },
   );
   const transport = new MemoryTransport();

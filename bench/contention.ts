@@ -12,15 +12,15 @@
  * connections can carry here; 256 callers should get about as much.
  *
  * Run `deno run --allow-all bench/contention.ts`, `bun bench/contention.ts`
- * or `node npm/esm/bench/contention.js`. Options: `--quick`, `--rounds=3`,
+ * or `node npm/esm/bench/contention.js`. Options: `--quick`, `--rounds=5`,
  * `--seconds=1` (per variant and round), `--callers=256`, `--limit=8`.
  *
  * @module
  */
 import { type Address, ConnectionPool } from "../mod.ts";
-import { listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
+import { exchange, listenEcho, PAYLOAD_BYTES, Payloads } from "./_echo.ts";
 import { emitResult, parseOptions, printTable, runMain, runtime } from "./_report.ts";
-import { median, percentile } from "./_stats.ts";
+import { maximum, median, minimum, percentile } from "./_stats.ts";
 
 interface Run {
   requests: number;
@@ -48,13 +48,7 @@ async function drive(
       const asked = performance.now();
       const { connection } = await pool.acquire(address);
       waits.push((performance.now() - asked) * 1000);
-      try {
-        await roundTrip(connection, payloads.next());
-      } catch (error) {
-        pool.release(connection);
-        throw error;
-      }
-      if (!pool.retain(connection)) throw new Error("The pool closed a clean connection");
+      await exchange(pool, connection, payloads.next());
       perCaller[index]!++;
     }
   };
@@ -75,7 +69,7 @@ function merge(runs: Run[]): Run {
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { rounds: 3, seconds: 1, callers: 256, limit: 8 },
+    { rounds: 5, seconds: 1, callers: 256, limit: 8 },
     { rounds: 2, seconds: 0.3, callers: 256, limit: 8 },
   );
   const { callers, limit } = options;
@@ -99,7 +93,7 @@ async function main(args: string[]): Promise<void> {
     const few = merge(alone);
     const rate = (run: Run): number => run.requests / run.seconds;
     const waitMedian = median(many.waits);
-    const waitMax = Math.max(...many.waits);
+    const waitMax = maximum(many.waits);
     // Per caller and round: requests completed (fairness across callers).
     const done = Float64Array.from(many.perCaller);
     console.log(`upstream-pool contention, ${runtime().name}`);
@@ -113,7 +107,7 @@ async function main(args: string[]): Promise<void> {
       ...[[callers, many], [limit, few]].map(([count, run]) => {
         const each = run as Run;
         const middle = median(each.waits);
-        const longest = Math.max(...each.waits);
+        const longest = maximum(each.waits);
         return [
           String(count),
           rate(each).toFixed(0),
@@ -125,8 +119,8 @@ async function main(args: string[]): Promise<void> {
       }),
     ]);
     console.log(
-      `\nrequests per caller and round (${callers} callers): min ${Math.min(...done)}, ` +
-        `median ${median(done)}, max ${Math.max(...done)}`,
+      `\nrequests per caller and round (${callers} callers): min ${minimum(done)}, ` +
+        `median ${median(done)}, max ${maximum(done)}`,
     );
     emitResult({
       bench: "contention",
@@ -154,8 +148,8 @@ async function main(args: string[]): Promise<void> {
         { label: "wait for a connection, median", value: waitMedian, unit: "µs" },
         { label: "wait for a connection, p99", value: percentile(many.waits, 99), unit: "µs" },
         { label: "wait for a connection, longest", value: waitMax, unit: "µs" },
-        { label: "requests per caller and round, min", value: Math.min(...done), unit: "" },
-        { label: "requests per caller and round, max", value: Math.max(...done), unit: "" },
+        { label: "requests per caller and round, min", value: minimum(done), unit: "" },
+        { label: "requests per caller and round, max", value: maximum(done), unit: "" },
       ],
     });
   } finally {

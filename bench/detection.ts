@@ -9,7 +9,9 @@
  *    runtime's transport timestamps that call, so nothing polls. Side by
  *    side, interleaved: the same close seen by a raw native socket's own
  *    EOF notification (Deno's pending `conn.read`, Bun's `end` callback,
- *    Node's `'end'` event): what the runtime itself needs to tell.
+ *    Node's `'end'` event), what the runtime itself needs to tell; and a
+ *    read pending on a connection of this library's transport, without
+ *    the pool, which shows where any difference comes from.
  * 2. Churn: callers loop acquire → round trip → retain while the upstream
  *    closes connections: right after some replies (a share of them), and a
  *    random open one every millisecond. This upstream runs in a Node child
@@ -24,11 +26,10 @@
  *
  * Run `deno run --allow-all bench/detection.ts`, `bun bench/detection.ts`
  * or `node npm/esm/bench/detection.js`. Options: `--quick`,
- * `--samples=200`, `--acquires=20000`, `--callers=16`.
+ * `--samples=300`, `--acquires=40000`, `--callers=16`.
  *
  * @module
  */
-import type * as net from "node:net";
 import {
   ConnectionPool,
   detectTransport,
@@ -36,11 +37,11 @@ import {
   type Transport,
   type TransportConnection,
 } from "../mod.ts";
-import { checkReply, type EchoUpstream, listenEcho } from "./_echo.ts";
+import { checkReply, listenEcho } from "./_echo.ts";
 import { connectNative } from "./_native.ts";
 import { emitResult, parseOptions, printTable, runMain, runtime } from "./_report.ts";
 import { startUpstreams } from "./_spawn.ts";
-import { median, percentile } from "./_stats.ts";
+import { maximum, median, percentile } from "./_stats.ts";
 
 /** Share of replies after which the churn upstream closes the connection. */
 const CLOSE_AFTER_REPLY = 0.02;
@@ -140,42 +141,58 @@ class NextEvent {
   };
 }
 
+/** Where the close latency is measured: the pool, the transport alone, a raw native socket. */
+type Side = "pool" | "transport" | "raw";
+const SIDES: Side[] = ["pool", "transport", "raw"];
+
 async function closeLatency(
   transport: Transport,
   samples: number,
-): Promise<{ pool: Float64Array; raw: Float64Array }> {
-  const poolUpstream = await listenEcho();
-  const rawUpstream = await listenEcho();
-  const poolClosed = new NextEvent();
-  const rawEnded = new NextEvent();
+): Promise<Record<Side, Float64Array>> {
+  const upstreams = {
+    pool: await listenEcho(),
+    transport: await listenEcho(),
+    raw: await listenEcho(),
+  };
+  const seen = { pool: new NextEvent(), transport: new NextEvent(), raw: new NextEvent() };
   const pool = new ConnectionPool({
     transport: watchedTransport(transport, {
       hello: false,
-      onClose: () => poolClosed.notify(performance.now()),
+      onClose: () => seen.pool.notify(performance.now()),
     }),
   });
-  const clients = [];
+  const closers: Array<() => void> = [];
   try {
-    const address = resolveAddress({ hostname: "127.0.0.1", port: poolUpstream.port });
-    for (let i = 0; i < samples; i++) await pool.add(address);
+    const address = resolveAddress({ hostname: "127.0.0.1", port: upstreams.pool.port });
+    const direct = resolveAddress({ hostname: "127.0.0.1", port: upstreams.transport.port });
     for (let i = 0; i < samples; i++) {
-      const client = await connectNative(rawUpstream.port);
-      client.waitForEnd().then(rawEnded.notify, () => {});
-      clients.push(client);
+      await pool.add(address);
+      const connection = await transport.connect(direct, {});
+      connection.read().then(() => seen.transport.notify(performance.now()), () => {});
+      closers.push(() => connection.close());
+      const client = await connectNative(upstreams.raw.port);
+      client.waitForEnd().then(seen.raw.notify, () => {});
+      closers.push(() => client.close());
     }
-    const results = { pool: new Float64Array(samples), raw: new Float64Array(samples) };
-    const serverSockets = (upstream: EchoUpstream): net.Socket[] => [...upstream.sockets];
-    const poolSockets = serverSockets(poolUpstream);
-    const rawSockets = serverSockets(rawUpstream);
+    const results = {
+      pool: new Float64Array(samples),
+      transport: new Float64Array(samples),
+      raw: new Float64Array(samples),
+    };
+    const serverSockets = {
+      pool: [...upstreams.pool.sockets],
+      transport: [...upstreams.transport.sockets],
+      raw: [...upstreams.raw.sockets],
+    };
     for (let i = 0; i < samples; i++) {
-      // Alternate which goes first, and let the event loop go idle before each close.
-      for (const side of i % 2 === 0 ? ["pool", "raw"] as const : ["raw", "pool"] as const) {
+      // The order rotates; the event loop goes idle before each close.
+      for (let step = 0; step < SIDES.length; step++) {
+        const side = SIDES[(i + step) % SIDES.length]!;
         await pause(1 + Math.random());
-        const seen = side === "pool" ? poolClosed.next() : rawEnded.next();
-        const socket = (side === "pool" ? poolSockets : rawSockets)[i]!;
+        const next = seen[side].next();
         const closed = performance.now();
-        socket.destroy();
-        results[side][i] = (await withTimeout(seen, 2000, side) - closed) * 1000;
+        serverSockets[side][i]!.destroy();
+        results[side][i] = (await withTimeout(next, 2000, side) - closed) * 1000;
       }
     }
     const { idle, totals } = pool.stats();
@@ -184,9 +201,9 @@ async function closeLatency(
     }
     return results;
   } finally {
-    for (const client of clients) client.close();
+    for (const close of closers) close();
     await pool.close();
-    await Promise.all([poolUpstream.close(), rawUpstream.close()]);
+    await Promise.all(Object.values(upstreams).map((upstream) => upstream.close()));
   }
 }
 
@@ -294,7 +311,7 @@ async function churn(
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { samples: 200, acquires: 20_000, callers: 16 },
+    { samples: 300, acquires: 40_000, callers: 16 },
     { samples: 60, acquires: 4000, callers: 16 },
   );
   const transport = await detectTransport();
@@ -307,7 +324,7 @@ async function main(args: string[]): Promise<void> {
     label,
     median(values).toFixed(1),
     percentile(values, 99).toFixed(1),
-    Math.max(...values).toFixed(1),
+    maximum(values).toFixed(1),
   ];
   printTable([
     [
@@ -317,6 +334,7 @@ async function main(args: string[]): Promise<void> {
       "max µs",
     ],
     row("until the pool has removed it", latency.pool),
+    row("until this library's transport reads EOF (no pool)", latency.transport),
     row("until a raw native socket reports EOF", latency.raw),
   ]);
 
@@ -338,7 +356,7 @@ async function main(args: string[]): Promise<void> {
   emitResult({
     bench: "detection",
     setup: `latency: ${options.samples} closes of idle connections by an in-process node:net ` +
-      `upstream, pool and raw native socket interleaved; churn: ${options.callers} callers, ` +
+      `upstream, pool, transport and raw native socket interleaved; churn: ${options.callers} callers, ` +
       "upstream in a Node child process, " +
       `${counts.acquires} acquires of ${REQUEST_BYTES}-byte echo requests, the upstream closing ` +
       `after ${CLOSE_AFTER_REPLY * 100}% of replies and one random connection every ` +
@@ -364,6 +382,11 @@ async function main(args: string[]): Promise<void> {
       {
         label: "close → removed from the pool, p99",
         value: percentile(latency.pool, 99),
+        unit: "µs",
+      },
+      {
+        label: "close → transport reads EOF (no pool), median",
+        value: median(latency.transport),
         unit: "µs",
       },
       { label: "close → raw socket EOF, median", value: median(latency.raw), unit: "µs" },

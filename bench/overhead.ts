@@ -24,13 +24,13 @@
  * Run `npm run bench` for all benchmarks on all three runtimes, or one of
  * `deno run --allow-all bench/overhead.ts`, `bun bench/overhead.ts`,
  * `node npm/esm/bench/overhead.js` (after `npm run build:npm`).
- * Options: `--quick`, `--rounds=7`, `--trips=2000` (round trips per variant
+ * Options: `--quick`, `--rounds=9`, `--trips=3000` (round trips per variant
  * and round).
  *
  * @module
  */
 import { ConnectionPool, detectTransport, resolveAddress, type Transport } from "../mod.ts";
-import { listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
+import { exchange, listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
 import { connectNative } from "./_native.ts";
 import {
   emitResult,
@@ -45,7 +45,7 @@ import { interleave, spread, type Timing } from "./_stats.ts";
 const IDLE_CONNECTIONS = 4;
 
 async function main(args: string[]): Promise<void> {
-  const options = parseOptions(args, { rounds: 7, trips: 2000 }, { rounds: 3, trips: 400 });
+  const options = parseOptions(args, { rounds: 9, trips: 3000 }, { rounds: 3, trips: 400 });
   const transport = await detectTransport();
   const upstream = await listenEcho();
   const address = resolveAddress({ hostname: "127.0.0.1", port: upstream.port });
@@ -64,17 +64,9 @@ async function main(args: string[]): Promise<void> {
   const idlePool = new ConnectionPool();
   try {
     for (let i = 0; i < IDLE_CONNECTIONS; i++) await idlePool.add(address);
-    // A failed round trip releases its connection: a borrowed one would
-    // outlive close() and keep the process alive.
     const pooled = (from: ConnectionPool) => async (): Promise<void> => {
       const { connection } = await from.acquire(address);
-      try {
-        await roundTrip(connection, next());
-      } catch (error) {
-        from.release(connection);
-        throw error;
-      }
-      if (!from.retain(connection)) throw new Error("The pool closed a clean connection");
+      await exchange(from, connection, next());
     };
     const variants = (count: number) => [
       { label: "raw native API: write, read", count, once: () => native.roundTrip(next()) },

@@ -14,8 +14,8 @@
  * more call.
  *
  * Run `deno run --allow-all bench/reuse.ts`, `bun bench/reuse.ts` or
- * `node npm/esm/bench/reuse.js`. Options: `--quick`, `--rounds=7`,
- * `--trips=1000` (sequential pooled requests per round; a connection per
+ * `node npm/esm/bench/reuse.js`. Options: `--quick`, `--rounds=9`,
+ * `--trips=1500` (sequential pooled requests per round; a connection per
  * request gets a quarter as many), `--callers=32`.
  *
  * @module
@@ -27,7 +27,7 @@ import {
   resolveAddress,
   type Transport,
 } from "../mod.ts";
-import { listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
+import { exchange, listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
 import {
   emitResult,
   type Figure,
@@ -84,13 +84,7 @@ export async function compareReuse(
   try {
     const pooled = (pool: ConnectionPool) => async (): Promise<void> => {
       const { connection } = await pool.acquire(address);
-      try {
-        await roundTrip(connection, payloads.next());
-      } catch (error) {
-        pool.release(connection);
-        throw error;
-      }
-      if (!pool.retain(connection)) throw new Error("The pool closed a clean connection");
+      await exchange(pool, connection, payloads.next());
     };
     const fresh = async (): Promise<void> => {
       const connection = await transport.connect(address, {});
@@ -196,7 +190,7 @@ export async function compareReuse(
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { rounds: 7, trips: 1000, callers: 32 },
+    { rounds: 9, trips: 1500, callers: 32 },
     { rounds: 3, trips: 300, callers: 32 },
   );
   const transport = await detectTransport();

@@ -19,7 +19,7 @@
  * Run `deno run --allow-all bench/scale.ts`, `bun bench/scale.ts` or
  * `node npm/esm/bench/scale.js`; Deno and Bun need `node` on PATH for the
  * upstreams. Options: `--quick`, `--addresses=1000`, `--per-address=10`,
- * `--rounds=5`, `--acquires=2000` (per variant and round).
+ * `--rounds=9`, `--acquires=3000` (per variant and round).
  *
  * @module
  */
@@ -181,7 +181,7 @@ async function main(args: string[]): Promise<void> {
   const part = args.find((arg) => arg.startsWith("--part="))?.slice("--part=".length);
   const options = parseOptions(
     args.filter((arg) => !arg.startsWith("--part=")),
-    { addresses: 1000, perAddress: 10, rounds: 5, acquires: 2000 },
+    { addresses: 1000, perAddress: 10, rounds: 9, acquires: 3000 },
     { addresses: 200, perAddress: 10, rounds: 3, acquires: 500 },
   );
   if (part !== undefined) {

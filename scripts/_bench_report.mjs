@@ -74,7 +74,7 @@ function formatFigure(value, unit) {
 
 function formatRatio(ratio) {
   const unit = ratio.unit ?? "×";
-  return unit === "×" ? `${ratio.value.toFixed(2)}×` : `${grouped(ratio.value)} ${unit}`;
+  return unit === "×" ? `${ratio.value.toFixed(2)}×` : grouped(ratio.value);
 }
 
 function targetText(ratio) {
@@ -192,10 +192,14 @@ const escapeXml = (text) =>
  */
 export function renderSvg(report) {
   const rows = [];
+  const counts = [];
   for (const [name, results] of byBench(report)) {
     const first = [...results.values()][0];
     for (const ratio of first.ratios) {
-      if ((ratio.unit ?? "×") !== "×") continue;
+      if ((ratio.unit ?? "×") !== "×") {
+        counts.push({ name, ratio, results });
+        continue;
+      }
       const values = RUNTIMES.map((runtime) =>
         results.get(runtime.key)?.ratios.find((each) => each.key === ratio.key)?.value
       );
@@ -217,10 +221,11 @@ export function renderSvg(report) {
   const labelWidth = 390;
   const plotLeft = labelWidth + 10;
   const plotRight = width - 70;
-  const top = 92;
+  const top = 104;
   const bar = 11;
   const rowHeight = RUNTIMES.length * (bar + 3) + 20;
-  const height = top + rows.length * rowHeight + 40;
+  const height = top + rows.length * rowHeight + 40 + counts.length * 18;
+  const axisBottom = height - 34 - counts.length * 18;
   const x = (value) => {
     const clamped = Math.min(high, Math.max(low, value));
     return plotLeft +
@@ -233,15 +238,17 @@ export function renderSvg(report) {
     `<text x="16" y="26" font-size="17" font-weight="bold">upstream-pool: main ratios per ` +
     `runtime</text>`,
     `<text x="16" y="46" fill="#444">${escapeXml(report.date.slice(0, 10))}, ` +
-    `${escapeXml(report.machine.cpu)} × ${report.machine.cores}; log scale, bars start at 1×; ` +
-    `green: where the pool meets its target, or beats the alternative it is measured ` +
-    `against; red dashes: target</text>`,
+    `${escapeXml(report.machine.cpu)} × ${report.machine.cores}. Log scale; bars start at 1×. ` +
+    `Green: where the pool meets its target, or beats the alternative it is measured against. ` +
+    `</text>`,
+    `<text x="16" y="62" fill="#444">Red dashes: target. Medians; each ratio measured side by ` +
+    `side in one run (BENCHMARKS.md).</text>`,
   ];
   RUNTIMES.forEach((runtime, index) => {
     const left = 16 + index * 110;
     parts.push(
-      `<rect x="${left}" y="60" width="14" height="11" fill="${runtime.colour}"/>`,
-      `<text x="${left + 20}" y="70">${runtime.name} ${
+      `<rect x="${left}" y="72" width="14" height="11" fill="${runtime.colour}"/>`,
+      `<text x="${left + 20}" y="82">${runtime.name} ${
         escapeXml(report.machine.runtimes[runtime.key])
       }</text>`,
     );
@@ -249,9 +256,9 @@ export function renderSvg(report) {
   for (const tick of shown) {
     const at = x(tick).toFixed(1);
     parts.push(
-      `<line x1="${at}" y1="${top - 6}" x2="${at}" y2="${height - 34}" ` +
+      `<line x1="${at}" y1="${top - 6}" x2="${at}" y2="${axisBottom}" ` +
         `stroke="${tick === 1 ? "#555" : "#ddd"}" stroke-width="${tick === 1 ? 1.5 : 1}"/>`,
-      `<text x="${at}" y="${height - 18}" text-anchor="middle" fill="#444">${tick}×</text>`,
+      `<text x="${at}" y="${axisBottom + 16}" text-anchor="middle" fill="#444">${tick}×</text>`,
     );
   }
   rows.forEach(({ name, ratio, values }, index) => {
@@ -298,6 +305,17 @@ export function renderSvg(report) {
           `${value.toFixed(2)}×</text>`,
       );
     });
+  });
+  counts.forEach(({ name, ratio, results }, index) => {
+    const values = RUNTIMES.map((runtime) => {
+      const found = results.get(runtime.key)?.ratios.find((each) => each.key === ratio.key);
+      return `${runtime.name} ${found === undefined ? "not run" : found.value}`;
+    }).join(", ");
+    parts.push(
+      `<text x="16" y="${axisBottom + 40 + index * 18}"><tspan font-weight="bold">` +
+        `${escapeXml(name)}</tspan>: ${escapeXml(ratio.label)}: ${escapeXml(values)} ` +
+        `(target ${escapeXml(targetText(ratio))})</text>`,
+    );
   });
   parts.push("</svg>");
   return parts.join("\n") + "\n";

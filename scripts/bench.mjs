@@ -12,6 +12,9 @@
 //   npm run bench -- reuse scale     only those (by file name in bench/)
 //   npm run bench -- --quick         fewer rounds and samples: a smoke run
 //   npm run bench -- --out=DIR       write this run's report to DIR instead
+//   npm run bench -- --render        rewrite BENCHMARKS.md and the chart from
+//                                    bench/results/results.json (the last full
+//                                    run) after editing bench/analysis.md
 //
 // A partial or quick run writes nothing unless --out is given, so the
 // committed report always comes from a full run. The exit code is 1 if any
@@ -32,16 +35,17 @@ if (!process.stdout.isTTY && env.FORCE_COLOR === undefined) env.NO_COLOR = "1";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
+const renderOnly = args.includes("--render");
 const outArg = args.find((arg) => arg.startsWith("--out="));
 const names = args.filter((arg) => !arg.startsWith("--"));
 const unknown = [
   ...names.filter((name) => !benchmarks.includes(name)),
-  ...args.filter((arg) => arg.startsWith("--") && arg !== "--quick" && arg !== outArg),
+  ...args.filter((arg) => arg.startsWith("--") && !["--quick", "--render", outArg].includes(arg)),
 ];
 if (unknown.length > 0) {
   console.error(
     `bench: unknown ${unknown.join(", ")}: use benchmark names (${benchmarks.join(", ")}), ` +
-      "--quick, --out=DIR",
+      "--quick, --out=DIR, --render",
   );
   process.exit(2);
 }
@@ -58,6 +62,7 @@ function bin(name) {
 function run(command, commandArgs) {
   const name = command.startsWith(root) ? path.relative(root, command) : path.basename(command);
   console.log(`\n━━ ${[name, ...commandArgs].join(" ")}`);
+  const started = performance.now();
   return new Promise((resolve) => {
     const child = spawn(command, commandArgs, {
       cwd: root,
@@ -86,6 +91,7 @@ function run(command, commandArgs) {
       finished = true;
       clearTimeout(timer);
       clearTimeout(forceKill);
+      console.log(`━━ exit ${code} in ${((performance.now() - started) / 1000).toFixed(1)}s`);
       resolve({ code, output });
     };
     child.on("error", (error) => {
@@ -110,6 +116,34 @@ const runtimes = [
   { key: "bun", command: bin("bun"), args: (name) => [`bench/${name}.ts`] },
   { key: "node", command: process.execPath, args: (name) => [`npm/esm/bench/${name}.js`] },
 ];
+
+/** Writes BENCHMARKS.md, the chart and the raw results into `dir`. */
+async function writeReport(dir, report) {
+  const markdownPath = path.join(dir, "BENCHMARKS.md");
+  const resultsDir = path.join(dir, "bench", "results");
+  fs.mkdirSync(resultsDir, { recursive: true });
+  fs.writeFileSync(path.join(resultsDir, "ratios.svg"), renderSvg(report));
+  fs.writeFileSync(path.join(resultsDir, "results.json"), JSON.stringify(report, null, 2) + "\n");
+  fs.writeFileSync(markdownPath, renderMarkdown(report, benchmarks));
+  // deno fmt owns the Markdown layout (`npm test` checks it): let it align the tables.
+  const fmt = await run(bin("deno"), ["fmt", "--quiet", markdownPath]);
+  console.log(
+    `\nwrote ${path.relative(root, markdownPath) || markdownPath} and ${
+      path.relative(root, resultsDir)
+    }/ratios.svg, results.json`,
+  );
+  return fmt.code === 0;
+}
+
+if (renderOnly) {
+  const saved = path.join(root, "bench", "results", "results.json");
+  const report = JSON.parse(fs.readFileSync(saved, "utf8"));
+  const written = await writeReport(
+    outArg === undefined ? root : path.resolve(outArg.slice(6)),
+    report,
+  );
+  process.exit(written ? 0 : 1);
+}
 
 const started = performance.now();
 const machine = machineInfo(bin);
@@ -169,20 +203,7 @@ if (outDir === undefined) {
   console.log(
     "\nA partial or quick run: BENCHMARKS.md is not rewritten (--out=DIR writes it there).",
   );
-} else {
-  const markdownPath = path.join(outDir, "BENCHMARKS.md");
-  const resultsDir = path.join(outDir, "bench", "results");
-  fs.mkdirSync(resultsDir, { recursive: true });
-  fs.writeFileSync(path.join(resultsDir, "ratios.svg"), renderSvg(report));
-  fs.writeFileSync(path.join(resultsDir, "results.json"), JSON.stringify(report, null, 2) + "\n");
-  fs.writeFileSync(markdownPath, renderMarkdown(report, benchmarks));
-  // deno fmt owns the Markdown layout (`npm test` checks it): let it align the tables.
-  const fmt = await run(bin("deno"), ["fmt", "--quiet", markdownPath]);
-  if (fmt.code !== 0) failures.push(`deno fmt ${markdownPath} failed`);
-  console.log(
-    `\nwrote ${path.relative(root, markdownPath) || markdownPath} and ${
-      path.relative(root, resultsDir)
-    }/ratios.svg, results.json`,
-  );
+} else if (!await writeReport(outDir, report)) {
+  failures.push("deno fmt failed on BENCHMARKS.md");
 }
 process.exitCode = failures.length > 0 ? 1 : 0;
