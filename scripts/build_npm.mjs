@@ -93,13 +93,17 @@ if (fs.existsSync(path.join(root, "tests"))) {
     compilerOptions: { declaration: false },
   });
   copyData(path.join(root, "tests"), path.join(esmDir, "tests"));
+  // The benchmarks' Node upstream script (bench/_upstreams.mjs); not their results.
+  copyData(path.join(root, "bench"), path.join(esmDir, "bench"), ["results"]);
 }
 
-/** Copies the tests' non-TypeScript files (certificates, data) beside the compiled tests. */
-function copyData(from, to) {
+/** Copies non-TypeScript files (certificates, data, scripts) beside the compiled ones. */
+function copyData(from, to, skip = []) {
+  if (!fs.existsSync(from)) return;
   for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
     const source = path.join(from, entry.name);
     const target = path.join(to, entry.name);
+    if (skip.includes(entry.name)) continue;
     if (entry.isDirectory()) {
       copyData(source, target);
     } else if (!entry.name.endsWith(".ts")) {
