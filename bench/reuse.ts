@@ -10,8 +10,12 @@
  * as requests per second. The echo upstream runs in this process.
  *
  * Every comparison is one call of {@linkcode compareReuse} with an address
- * and a way to start its upstream, so another kind of upstream (TLS) is one
- * more call.
+ * and a way to start its upstream: plain TCP, then TLS (a `node:tls` echo
+ * server with a certificate minted by `openssl` for the run). A TLS
+ * connection per request offers the session of the one before (a resumed,
+ * abbreviated handshake) where the runtime can (Node, Bun; not Deno), as
+ * the pool does for its own new connections: the cheapest a connection per
+ * request can be.
  *
  * Run `deno run --allow-all bench/reuse.ts`, `bun bench/reuse.ts` or
  * `node npm/esm/bench/reuse.js`. Options: `--quick`, `--rounds=9`,
@@ -39,6 +43,10 @@ import {
   runtime,
 } from "./_report.ts";
 import { interleave, spread, type Timing } from "./_stats.ts";
+import * as net from "node:net";
+import * as tls from "node:tls";
+import { TlsSessions } from "../src/tls_sessions.ts";
+import { testCertificates } from "../tests/_certs.ts";
 
 /** A connection per request is slow and leaves a TIME_WAIT socket: fewer of them. */
 const FRESH_SHARE = 4;
@@ -55,6 +63,30 @@ export interface ReuseUpstream {
 async function startTcpEcho(): Promise<ReuseUpstream> {
   const upstream = await listenEcho();
   return { address: { hostname: "127.0.0.1", port: upstream.port }, close: upstream.close };
+}
+
+async function startTlsEcho(): Promise<ReuseUpstream> {
+  const certificates = testCertificates();
+  const sockets = new Set<net.Socket>();
+  const server = tls.createServer({ noDelay: true, ...certificates.server }, (socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("data", (chunk: Uint8Array) => socket.write(chunk));
+  });
+  server.on("tlsClientError", () => {});
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", 4096, () => resolve()));
+  return {
+    address: {
+      hostname: "127.0.0.1",
+      port: (server.address() as net.AddressInfo).port,
+      tls: { caCerts: [certificates.ca] },
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 /** Runs `each` on `callers` concurrent loops of `perCaller` requests; resolves when all are done. */
@@ -86,8 +118,9 @@ export async function compareReuse(
       const { connection } = await pool.acquire(address);
       await exchange(pool, connection, payloads.next());
     };
+    const tlsSessions = new TlsSessions();
     const fresh = async (): Promise<void> => {
-      const connection = await transport.connect(address, {});
+      const connection = await transport.connect(address, { tlsSessions });
       try {
         await roundTrip(connection, payloads.next());
       } finally {
@@ -196,18 +229,21 @@ async function main(args: string[]): Promise<void> {
   const transport = await detectTransport();
   console.log(`upstream-pool reuse, ${runtime().name}, transport "${transport.name}"`);
   console.log(
-    `${PAYLOAD_BYTES}-byte echo requests to an in-process node:net upstream; ` +
+    `${PAYLOAD_BYTES}-byte echo requests to an in-process node:net (TLS: node:tls) upstream; ` +
       `${options.rounds} interleaved rounds\n`,
   );
   const tcp = await compareReuse("TCP", startTcpEcho, transport, options);
+  // A TLS handshake per request costs about 1-3 ms: fewer trips keep the run short.
+  const tlsOptions = { ...options, trips: Math.max(100, Math.round(options.trips / 3)) };
+  const secure = await compareReuse("TLS", startTlsEcho, transport, tlsOptions);
   emitResult({
     bench: "reuse",
-    setup: `${PAYLOAD_BYTES}-byte echo requests, in-process node:net upstream; ` +
+    setup: `${PAYLOAD_BYTES}-byte echo requests, in-process node:net (TLS: node:tls) upstream; ` +
       `${options.rounds} interleaved rounds; sequential: ${options.trips} pooled and ` +
       `${Math.ceil(options.trips / FRESH_SHARE)} connection-per-request requests per round; ` +
       `${options.callers} concurrent callers: one timed batch per round`,
-    ratios: tcp.ratios,
-    figures: tcp.figures,
+    ratios: [...tcp.ratios, ...secure.ratios],
+    figures: [...tcp.figures, ...secure.figures],
   });
 }
 
