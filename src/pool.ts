@@ -384,7 +384,7 @@ export class ConnectionPool implements AsyncDisposable {
    */
   retain(connection: UpstreamConnection): boolean {
     const { socket, host } = this.#takeBack(connection, "retain");
-    socket.abandonRead(leaseEnded(socket.address));
+    socket.abandonRead(leaseEnded);
     let pooled = false;
     if (this.#closed || !socket.reusable || socket.hasUnread || socket.writing) {
       this.#discard(socket);
