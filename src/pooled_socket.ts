@@ -42,6 +42,8 @@ export class PooledSocket {
   expiresAt = Infinity;
   /** When it last became idle. */
   idleSince = 0;
+  /** When it last became idle, in the pool's order of arrivals and returns. */
+  idleStamp = 0;
   state: SocketState = "borrowed";
   /** Bumped at every lend, so a stale handle can tell it is stale. */
   generation = 0;
