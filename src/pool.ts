@@ -600,7 +600,7 @@ export class ConnectionPool implements AsyncDisposable {
         if (host.waiters.peek()!.seq > handout.covers) break;
         const socket = this.#takeIdle(host, handout.covers);
         if (socket === undefined) break;
-        if (socket.expiresAt <= Date.now()) {
+        if (expired(socket)) {
           this.#expire(socket, "max-lifetime");
           this.#serveBlocked();
           continue;
@@ -803,7 +803,7 @@ export class ConnectionPool implements AsyncDisposable {
   #makeIdle(host: HostPool, socket: PooledSocket): boolean {
     let victim: PooledSocket | undefined;
     if (host.waiters.size === 0) {
-      if (socket.expiresAt <= Date.now()) {
+      if (expired(socket)) {
         this.#expire(socket, "max-lifetime");
         return false;
       }
@@ -1038,6 +1038,11 @@ export class ConnectionPool implements AsyncDisposable {
     }
     return connection;
   }
+}
+
+/** Whether a socket has outlived maxLifetime; the clock is read only if it has one. */
+function expired(socket: PooledSocket): boolean {
+  return socket.expiresAt !== Infinity && socket.expiresAt <= Date.now();
 }
 
 /** Hosts to serve once a settle turn is over. */
