@@ -106,8 +106,7 @@ export class Lease implements Acquired, UpstreamConnection {
   readonly socket: PooledSocket;
   readonly owner: LeaseOwner;
   readonly generation: number;
-  /** When it was lent (Date.now()), and where acquire() was called, for leak reports. */
-  readonly lentAt: number;
+  /** Where acquire() was called, for leak reports. */
   readonly stack: string;
   #readable: ReadableStream<Uint8Array> | undefined;
   #writable: WritableStream<Uint8Array> | undefined;
@@ -117,7 +116,6 @@ export class Lease implements Acquired, UpstreamConnection {
     this.socket = socket;
     this.created = created;
     this.generation = socket.generation;
-    this.lentAt = Date.now();
     this.stack = stack;
   }
 

@@ -1,13 +1,15 @@
 // Leak detection: a lease borrowed longer than leakTimeout is reported once.
 // Leases are kept in lending order, so the oldest is first and one timer
-// (for it) serves them all.
+// (for it) serves them all. The watch notes when each was lent: without it,
+// nothing reads the clock at a handout.
 import type { Lease } from "./connection.ts";
 import { type TimerHandle, unrefTimeout } from "./_timers.ts";
 
 export class LeakWatch {
   readonly #timeout: number;
   readonly #report: (lease: Lease, borrowedMs: number) => void;
-  #leases: Set<Lease> = new Set();
+  /** Each lease watched, with when it was lent (Date.now()), oldest first. */
+  #leases: Map<Lease, number> = new Map();
   #timer: TimerHandle | undefined;
 
   constructor(timeout: number, report: (lease: Lease, borrowedMs: number) => void) {
@@ -16,7 +18,7 @@ export class LeakWatch {
   }
 
   add(lease: Lease): void {
-    this.#leases.add(lease);
+    this.#leases.set(lease, Date.now());
     if (this.#timer === undefined) this.#schedule();
   }
 
@@ -31,17 +33,17 @@ export class LeakWatch {
   }
 
   #schedule(): void {
-    const oldest = this.#leases.values().next().value;
-    if (oldest === undefined) return;
-    const due = oldest.lentAt + this.#timeout - Date.now();
+    const oldest = this.#leases.values().next();
+    if (oldest.done) return;
+    const due = oldest.value + this.#timeout - Date.now();
     this.#timer = unrefTimeout(() => this.#fire(), Math.max(0, due));
   }
 
   #fire(): void {
     this.#timer = undefined;
     const now = Date.now();
-    for (const lease of this.#leases) {
-      const borrowedMs = now - lease.lentAt;
+    for (const [lease, lentAt] of this.#leases) {
+      const borrowedMs = now - lentAt;
       if (borrowedMs < this.#timeout) break;
       // Reported once: it leaves the watch, but stays borrowed.
       this.#leases.delete(lease);

@@ -141,14 +141,18 @@ export class ConnectionPool implements AsyncDisposable {
   /** Every idle socket, least recently idle first (for maxIdle and maxTotal). */
   #idleLru: Set<PooledSocket> = new Set();
   #waiting = 0;
-  #arrivals = 0;
+  /**
+   * Orders waiters' arrivals and sockets becoming idle, so that a settle
+   * turn knows which of them it vouches for.
+   */
+  #stamps = 0;
   #deadlines: AcquireDeadlines = new AcquireDeadlines((waiter) => this.#timeOut(waiter));
   #leaks: LeakWatch | undefined;
   /** Addresses whose waiters maxTotal holds back. */
   #blocked: Set<HostPool> = new Set();
-  /** Addresses with idle sockets to hand to waiters after the settle turn. */
-  #handoutHosts: Set<HostPool> = new Set();
-  #handoutPending = false;
+  /** The settle turn that handouts may still join, and the handout it leads to. */
+  #turn: Promise<void> | undefined;
+  #handout: Handout | undefined;
   /** Keeps the process alive while acquires wait. */
   #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
@@ -253,7 +257,7 @@ export class ConnectionPool implements AsyncDisposable {
     const stack = this.#leaks === undefined ? "" : new Error("acquired here").stack ?? "";
     const deadline = Date.now() + this.#policy.acquireTimeout;
     return new Promise<Lease>((resolve, reject) => {
-      const waiter = new Waiter(this.#arrivals++, resolved.key, deadline, stack, resolve, reject);
+      const waiter = new Waiter(++this.#stamps, resolved.key, deadline, stack, resolve, reject);
       host.waiters.push(waiter);
       this.#countWaiting(1);
       if (signal !== undefined) {
@@ -387,7 +391,7 @@ export class ConnectionPool implements AsyncDisposable {
    */
   retain(connection: UpstreamConnection): boolean {
     const { socket, host } = this.#takeBack(connection, "retain");
-    socket.abandonRead(leaseEnded(socket.address));
+    socket.abandonRead(leaseEnded);
     let pooled = false;
     if (this.#closed || !socket.reusable || socket.hasUnread || socket.writing) {
       this.#discard(socket);
@@ -524,7 +528,7 @@ export class ConnectionPool implements AsyncDisposable {
     this.#deadlines.close();
     this.#leaks?.close();
     this.#blocked.clear();
-    this.#handoutHosts.clear();
+    this.#turn = this.#handout = undefined;
     for (const host of [...this.#hosts.values()]) {
       for (const waiter of host.waiters.drain()) {
         this.#countWaiting(-1);
@@ -573,24 +577,34 @@ export class ConnectionPool implements AsyncDisposable {
   // Bytes or a FIN may already sit in an idle connection's receive buffer
   // without JavaScript having seen them: one settle turn lets the runtime
   // deliver them (the idle watch then evicts that connection) before any
-  // idle connection is handed out. All addresses share the turn.
+  // idle connection is handed out. The turn must be asked for after the
+  // waiter arrived and after the socket became idle: a turn already under
+  // way vouches only for what it was asked for, and settle() says whether a
+  // new caller may join it (it returns the same promise). All addresses
+  // share a turn.
   #scheduleHandout(host: HostPool): void {
-    this.#handoutHosts.add(host);
-    if (this.#handoutPending) return;
-    this.#handoutPending = true;
-    this.#transport!.settle().then(() => this.#handOut());
+    const turn = this.#transport!.settle();
+    let handout = this.#handout;
+    if (handout === undefined || turn !== this.#turn) {
+      const next: Handout = handout = { covers: 0, hosts: new Set() };
+      this.#turn = turn;
+      this.#handout = next;
+      turn.then(() => this.#handOut(next));
+    }
+    handout.covers = this.#stamps;
+    handout.hosts.add(host);
   }
 
-  #handOut(): void {
-    this.#handoutPending = false;
-    const hosts = [...this.#handoutHosts];
-    this.#handoutHosts.clear();
-    const lifo = this.#policy.order === "lifo";
-    for (const host of hosts) {
+  #handOut(handout: Handout): void {
+    if (this.#handout === handout) this.#turn = this.#handout = undefined;
+    for (const host of handout.hosts) {
       while (!this.#closed && host.waiters.size > 0 && host.idle.length > 0) {
-        const socket = lifo ? host.idle.pop()! : host.idle.shift()!;
-        this.#idleLru.delete(socket);
-        if (socket.expiresAt <= Date.now()) {
+        // Only waiters and sockets this turn vouches for: the oldest waiter
+        // first (if it is too new, all are); the rest wait for their turn.
+        if (host.waiters.peek()!.seq > handout.covers) break;
+        const socket = this.#takeIdle(host, handout.covers);
+        if (socket === undefined) break;
+        if (expired(socket)) {
           this.#expire(socket, "max-lifetime");
           this.#serveBlocked();
           continue;
@@ -604,6 +618,22 @@ export class ConnectionPool implements AsyncDisposable {
       this.#dispatch(host);
     }
     this.#serveBlocked();
+  }
+
+  /** The idle socket to hand out next (LIFO or FIFO) among those idle since `stamp` or before. */
+  #takeIdle(host: HostPool, stamp: number): PooledSocket | undefined {
+    const idle = host.idle; // oldest first, so the sockets idle since `stamp` are a prefix
+    let at = 0;
+    if (this.#policy.order === "lifo") {
+      at = idle.length - 1;
+      while (at >= 0 && idle[at]!.idleStamp > stamp) at--;
+    }
+    const socket = idle[at];
+    if (socket === undefined || socket.idleStamp > stamp) return undefined;
+    if (at === idle.length - 1) idle.pop();
+    else idle.splice(at, 1);
+    this.#idleLru.delete(socket);
+    return socket;
   }
 
   #trimIdle(host: HostPool): void {
@@ -780,7 +810,7 @@ export class ConnectionPool implements AsyncDisposable {
   #makeIdle(host: HostPool, socket: PooledSocket): boolean {
     let victim: PooledSocket | undefined;
     if (host.waiters.size === 0) {
-      if (socket.expiresAt <= Date.now()) {
+      if (expired(socket)) {
         this.#expire(socket, "max-lifetime");
         return false;
       }
@@ -798,6 +828,7 @@ export class ConnectionPool implements AsyncDisposable {
     }
     // In the list before the victim goes, so that closing the victim can
     // never find this address empty and forget it.
+    socket.idleStamp = ++this.#stamps;
     host.idle.push(socket);
     this.#idleLru.add(socket);
     socket.watchIdle();
@@ -1014,6 +1045,18 @@ export class ConnectionPool implements AsyncDisposable {
     }
     return connection;
   }
+}
+
+/** Whether a socket has outlived maxLifetime; the clock is read only if it has one. */
+function expired(socket: PooledSocket): boolean {
+  return socket.expiresAt !== Infinity && socket.expiresAt <= Date.now();
+}
+
+/** Hosts to serve once a settle turn is over. */
+interface Handout {
+  /** The turn vouches for waiters and idle sockets stamped up to this. */
+  covers: number;
+  readonly hosts: Set<HostPool>;
 }
 
 function checkSignal(options: AcquireOptions): AbortSignal | undefined {

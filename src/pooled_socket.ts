@@ -42,6 +42,8 @@ export class PooledSocket {
   expiresAt = Infinity;
   /** When it last became idle. */
   idleSince = 0;
+  /** When it last became idle, in the pool's order of arrivals and returns. */
+  idleStamp = 0;
   state: SocketState = "borrowed";
   /** Bumped at every lend, so a stale handle can tell it is stale. */
   generation = 0;
@@ -95,16 +97,20 @@ export class PooledSocket {
     if (this.state === "closed") return;
     this.state = "closed";
     this.reusable = false;
-    this.abandonRead(new PoolError("LEASE_ENDED", "The connection was closed"));
+    this.abandonRead(connectionClosed);
     this.transport.close();
   }
 
-  /** Fails a borrower's read that is still waiting (the lease ended under it). */
-  abandonRead(error: PoolError): void {
+  /**
+   * Fails a borrower's read that is still waiting (the lease ended under
+   * it). The error is made only then: capturing its stack costs more than
+   * the rest of a retain.
+   */
+  abandonRead(error: (address: ResolvedAddress) => PoolError): void {
     const reader = this.#reader;
     if (reader === null) return;
     this.#reader = null;
-    reader.reject(error);
+    reader.reject(error(this.address));
   }
 
   /** The borrower's read: the next chunk, or null at EOF. */
@@ -223,6 +229,10 @@ export class PooledSocket {
 }
 
 const EOF: ReadOutcome = { eof: true };
+
+function connectionClosed(): PoolError {
+  return new PoolError("LEASE_ENDED", "The connection was closed");
+}
 
 function settleOutcome(outcome: ReadOutcome): Promise<Uint8Array | null> {
   if ("chunk" in outcome) return Promise.resolve(outcome.chunk);

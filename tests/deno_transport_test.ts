@@ -10,6 +10,7 @@ import { pattern } from "./_bytes.ts";
 import { TestUpstream } from "./_upstream.ts";
 import { deadline, delay } from "./_async.ts";
 import { spawnSync } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 
@@ -130,6 +131,19 @@ describe("deno transport", { skip: runtime !== "deno" }, () => {
     server.destroy();
   });
 
+  // Half the cost of a TCP ping; the contract tests above prove it misses nothing.
+  test("on Linux with --allow-net, settle() pings over an abstract Unix socket", {
+    skip: process.platform !== "linux",
+  }, async () => {
+    const socket = await connect();
+    const server = await silent.nextConnection();
+    await denoTransport.settle();
+    const sockets = await readFile("/proc/self/net/unix", "utf8");
+    assert.match(sockets, /@upstream-pool-[0-9a-f-]{36}\n/);
+    socket.close();
+    server.destroy();
+  });
+
   test("concurrent settle() callers share one turn", async () => {
     const socket = await connect();
     const server = await silent.nextConnection();
@@ -174,29 +188,29 @@ describe("deno transport off Deno", { skip: runtime === "deno" }, () => {
   });
 });
 
-describe(
-  "deno transport without permission to listen on 127.0.0.1",
-  { skip: runtime !== "deno" },
-  () => {
-    test("settle() falls back to timer turns and still sees bytes and FIN already received", async () => {
-      // A free port, then a child allowed to use only that one.
+describe("deno transport with restricted net permissions", { skip: runtime !== "deno" }, () => {
+  // Each permission set leaves settle() one way to wait for the reactor.
+  const cases = [
+    { allowNet: (port: number) => `127.0.0.1:${port}`, pingAllowed: false, via: "timer turns" },
+    { allowNet: () => "127.0.0.1", pingAllowed: true, via: "the TCP ping" },
+  ];
+  for (const { allowNet, pingAllowed, via } of cases) {
+    test(`settle() falls back to ${via} and still sees bytes and FIN already received`, async () => {
+      // A free port, then a child allowed to use only what the case grants.
       const probe = await TestUpstream.start();
       const port = probe.port;
       await probe.close();
       const file = fileURLToPath(new URL("./_fixtures/deno_restricted_settle.ts", import.meta.url));
       const child = spawnSync(
         process.execPath,
-        ["run", `--allow-net=127.0.0.1:${port}`, "--no-prompt", file, String(port)],
+        ["run", `--allow-net=${allowNet(port)}`, "--no-prompt", file, String(port)],
         { encoding: "utf8", timeout: 20_000 },
       );
       assert.equal(child.status, 0, child.stderr);
       const report = JSON.parse(child.stdout.trim());
-      assert.equal(
-        report.pingAllowed,
-        false,
-        "the child could listen anywhere: nothing was tested",
-      );
+      assert.equal(report.pingAllowed, pingAllowed, "the child's permissions are not the case's");
+      assert.equal(report.unixPingAllowed, false, "the child could ping over Unix sockets");
       assert.equal(report.missed, 0, `settle() missed ${report.missed} of ${report.rounds}`);
     });
-  },
-);
+  }
+});

@@ -241,6 +241,29 @@ describe("maxPerHost", () => {
     await pool.close();
   });
 
+  // Response queue poisoning between two retains: the settle turn that the
+  // first retain starts for the waiters began before the stray bytes reached
+  // the second connection, so it cannot vouch for that one.
+  test("a connection retained while a handout's turn runs waits for a turn of its own", async () => {
+    const { pool, peers } = setup({ maxPerHost: 2 });
+    const first = await pool.acquire(A);
+    const second = await pool.acquire(A);
+    await whoIs(first.connection);
+    const secondId = await whoIs(second.connection);
+    const waiters = [pending(pool.acquire(A)), pending(pool.acquire(A))];
+    await delay(1);
+    assert.equal(pool.retain(first.connection), true); // a settle turn starts for the waiters
+    peers[secondId]!.write("stray"); // in the receive buffer, not yet delivered
+    assert.equal(pool.retain(second.connection), true);
+    for (const { connection } of await Promise.all(waiters)) {
+      const reply = await whoIs(connection);
+      assert.ok(Number.isInteger(reply), "a waiter was handed the stray bytes");
+      assert.notEqual(reply, secondId, "the connection with stray bytes was handed out");
+    }
+    assert.equal(checked(pool).totals.broken, 1);
+    await pool.close();
+  });
+
   test("a release frees the slot: the next waiter opens a new connection", async () => {
     const { pool, peers, transport } = setup({ maxPerHost: 1 });
     const first = await pool.acquire(A);

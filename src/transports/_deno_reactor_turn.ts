@@ -1,6 +1,13 @@
 // settle() for the Deno transport: waiting for Deno's I/O reactor by
-// pinging a loopback socket pair of our own (see the comment below).
-import { closeQuietly, deno, type DenoConn, type DenoListener } from "./_deno_api.ts";
+// pinging a socket pair of our own (see the comment below).
+import {
+  closeQuietly,
+  deno,
+  type DenoConn,
+  type DenoListener,
+  type DenoRuntime,
+  type DenoTcpConn,
+} from "./_deno_api.ts";
 
 /** What the transport's connections report, so the turn knows when to stop. */
 export interface ReactorActivity {
@@ -30,9 +37,11 @@ const RESOLVED: Promise<void> = Promise.resolve();
 //   crypto.subtle.digest       ≈70% missed         (races a thread-pool job)
 //   setTimeout(0)              none missed         ≈2,100 µs (1 ms timer grain;
 //                                                  rare misses in other tests)
-//   loopback ping (below)      none missed         ≈12 µs
+//   loopback TCP ping (below)  none missed         ≈12 µs
+//   abstract Unix socket ping  none missed         ≈6.6 µs (no TCP stack)
 //
-// The ping: a socket pair of our own on 127.0.0.1. A read is started on one
+// The ping: a socket pair of our own, over an abstract Unix socket (Linux,
+// with unrestricted --allow-net) or else TCP on 127.0.0.1. A read is started on one
 // end (finding nothing, it waits for the reactor), then one byte is written
 // to the other: the read completes only in a reactor turn that starts after
 // the write, and epoll reports sockets oldest first, so every read whose
@@ -106,8 +115,7 @@ export class ReactorTurn {
     const pair = this.#pair;
     if (pair === undefined) return;
     this.#pair = undefined;
-    closeQuietly(pair.writer);
-    closeQuietly(pair.reader);
+    closePair(pair);
   }
 
   async #settle(): Promise<void> {
@@ -143,39 +151,123 @@ export class ReactorTurn {
   }
 
   async #tryOpen(): Promise<LoopbackPair | undefined> {
-    const runtime = deno();
-    // Never trigger a permission prompt: only use the pair if it is allowed.
-    const state = runtime.permissions?.querySync?.({ name: "net", host: "127.0.0.1" }).state;
-    if (state !== "granted") return undefined;
-    let listener: DenoListener;
-    try {
-      listener = runtime.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" });
-    } catch {
+    const runtime = deno() as unknown as DenoRuntime & UnixListenRuntime;
+    const pair = await openAbstractPair(runtime) ?? await openTcpPair(runtime);
+    // With no connections left there is nothing to keep the pair for.
+    if (pair !== undefined && this.#activity.openConnections === 0) {
+      closePair(pair);
       return undefined;
     }
-    const [writer, reader] = await Promise.allSettled([
-      runtime.connect({ hostname: "127.0.0.1", port: listener.addr.port ?? 0, transport: "tcp" }),
-      listener.accept(),
-    ]);
-    listener.close();
-    if (writer.status === "rejected" || reader.status === "rejected") {
-      if (writer.status === "fulfilled") closeQuietly(writer.value);
-      if (reader.status === "fulfilled") closeQuietly(reader.value);
-      return undefined;
-    }
-    const pair = { writer: writer.value, reader: reader.value };
-    // Someone else may have connected to the listener first; and with no
-    // connections left there is nothing to keep the pair for.
-    if (
-      pair.reader.remoteAddr.port !== pair.writer.localAddr.port ||
-      this.#activity.openConnections === 0
-    ) {
-      closeQuietly(pair.writer);
-      closeQuietly(pair.reader);
-      return undefined;
-    }
-    pair.writer.setNoDelay(true);
     this.#pair = pair;
     return pair;
   }
+}
+
+interface PermissionQuery {
+  readonly permissions?: {
+    querySync?(descriptor: { name: "net"; host?: string }): { state: string };
+  };
+}
+
+/** What opening a pair over an abstract Unix socket needs beyond the transport's API. */
+interface UnixListenRuntime extends PermissionQuery {
+  listen(options: { transport: "unix"; path: string }): DenoListener;
+  readonly build?: { readonly os?: string };
+}
+
+// Only use a pair that is allowed: a denied permission must never prompt.
+function granted(runtime: PermissionQuery, host?: string): boolean {
+  const descriptor = host === undefined ? { name: "net" as const } : { name: "net" as const, host };
+  return runtime.permissions?.querySync?.(descriptor).state === "granted";
+}
+
+function closePair(pair: LoopbackPair): void {
+  closeQuietly(pair.writer);
+  closeQuietly(pair.reader);
+}
+
+/** Connects to `listener` and accepts; closes the listener; both ends, or undefined. */
+async function connectPair(
+  listener: DenoListener,
+  connect: () => Promise<DenoConn>,
+): Promise<LoopbackPair | undefined> {
+  const [writer, reader] = await Promise.allSettled([connect(), listener.accept()]);
+  listener.close();
+  if (writer.status === "fulfilled" && reader.status === "fulfilled") {
+    return { writer: writer.value, reader: reader.value };
+  }
+  if (writer.status === "fulfilled") closeQuietly(writer.value);
+  if (reader.status === "fulfilled") closeQuietly(reader.value);
+  return undefined;
+}
+
+// Linux only, and only with unrestricted --allow-net (Deno checks net
+// permission for an abstract name, not read/write: it is not a file).
+// Nothing on disk, nothing to clean up; a Unix socket ping costs about half
+// of a TCP one (no TCP stack, no ACKs): ≈6.6 against ≈11.3 µs.
+async function openAbstractPair(runtime: UnixListenRuntime): Promise<LoopbackPair | undefined> {
+  if (runtime.build?.os !== "linux" || !granted(runtime)) return undefined;
+  const path = `\0upstream-pool-${crypto.randomUUID()}`;
+  let listener: DenoListener;
+  try {
+    listener = runtime.listen({ transport: "unix", path });
+  } catch {
+    return undefined;
+  }
+  const pair = await connectPair(listener, () => deno().connect({ transport: "unix", path }));
+  if (pair === undefined) return undefined;
+  // Abstract names are listed in /proc/net/unix: someone else may have
+  // connected first. Only our own writer knows the nonce; a stranger that
+  // stays silent is given up on after a second.
+  if (await provesOwn(pair)) return pair;
+  closePair(pair);
+  return undefined;
+}
+
+async function provesOwn(pair: LoopbackPair): Promise<boolean> {
+  const nonce = crypto.getRandomValues(new Uint8Array(16));
+  const received = new Uint8Array(nonce.length);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const givenUp = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), 1000);
+  });
+  const checked = (async (): Promise<boolean> => {
+    await pair.writer.write(nonce);
+    let got = 0;
+    while (got < nonce.length) {
+      const n = await pair.reader.read(received.subarray(got));
+      if (n === null) return false;
+      got += n;
+    }
+    return received.every((byte, i) => byte === nonce[i]);
+  })().catch(() => false);
+  try {
+    return await Promise.race([checked, givenUp]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// TCP on 127.0.0.1, for other systems and for --allow-net=127.0.0.1.
+async function openTcpPair(runtime: DenoRuntime): Promise<LoopbackPair | undefined> {
+  if (!granted(runtime, "127.0.0.1")) return undefined;
+  let listener: DenoListener;
+  try {
+    listener = runtime.listen({ hostname: "127.0.0.1", port: 0, transport: "tcp" });
+  } catch {
+    return undefined;
+  }
+  const port = listener.addr.port ?? 0;
+  const pair = await connectPair(
+    listener,
+    () => runtime.connect({ hostname: "127.0.0.1", port, transport: "tcp" }),
+  );
+  if (pair === undefined) return undefined;
+  // Someone else may have connected to the listener first.
+  if (pair.reader.remoteAddr.port !== pair.writer.localAddr.port) {
+    closePair(pair);
+    return undefined;
+  }
+  (pair.writer as DenoTcpConn).setNoDelay(true);
+  return pair;
 }
