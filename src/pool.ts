@@ -146,6 +146,8 @@ export class ConnectionPool implements AsyncDisposable {
   /** Addresses with idle sockets to hand to waiters after the settle turn. */
   #handoutHosts: Set<HostPool> = new Set();
   #handoutPending = false;
+  /** Settle turns started so far: a socket or waiter may only be served by a later one. */
+  #settleTurns = 0;
   /** Keeps the process alive while acquires wait. */
   #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
@@ -574,16 +576,24 @@ export class ConnectionPool implements AsyncDisposable {
     this.#handoutHosts.add(host);
     if (this.#handoutPending) return;
     this.#handoutPending = true;
-    this.#transport!.settle().then(() => this.#handOut());
+    const turn = ++this.#settleTurns;
+    const arrivals = this.#arrivals;
+    this.#transport!.settle().then(() => this.#handOut(turn, arrivals));
   }
 
-  #handOut(): void {
+  // A turn only delivers what had reached a socket when it began: it may
+  // serve waiters that arrived before then (`seq < arrivals`) with sockets
+  // that were idle before then (`idleTurn < turn`). Whatever came later
+  // waits for the next turn, which #dispatch starts.
+  #handOut(turn: number, arrivals: number): void {
     this.#handoutPending = false;
     const hosts = [...this.#handoutHosts];
     this.#handoutHosts.clear();
     const lifo = this.#policy.order === "lifo";
     for (const host of hosts) {
       while (!this.#closed && host.waiters.size > 0 && host.idle.length > 0) {
+        const next = lifo ? host.idle.at(-1)! : host.idle[0]!;
+        if (host.waiters.peek()!.seq >= arrivals || next.idleTurn >= turn) break;
         const socket = lifo ? host.idle.pop()! : host.idle.shift()!;
         this.#idleLru.delete(socket);
         if (socket.expiresAt <= Date.now()) {
@@ -793,6 +803,7 @@ export class ConnectionPool implements AsyncDisposable {
     // never find this address empty and forget it.
     host.idle.push(socket);
     this.#idleLru.add(socket);
+    socket.idleTurn = this.#settleTurns;
     socket.watchIdle();
     if (victim !== undefined) this.#closeIdle(victim, "max-idle");
     this.#scheduleExpiry(host, socket);

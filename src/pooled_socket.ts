@@ -42,6 +42,8 @@ export class PooledSocket {
   expiresAt = Infinity;
   /** When it last became idle. */
   idleSince = 0;
+  /** How many settle turns the pool had started when it last became idle. */
+  idleTurn = 0;
   state: SocketState = "borrowed";
   /** Bumped at every lend, so a stale handle can tell it is stale. */
   generation = 0;
