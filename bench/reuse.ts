@@ -43,7 +43,7 @@ import {
   runtime,
 } from "./_report.ts";
 import { interleave, spread, type Timing } from "./_stats.ts";
-import * as net from "node:net";
+import type * as net from "node:net";
 import * as tls from "node:tls";
 import { TlsSessions } from "../src/tls_sessions.ts";
 import { testCertificates } from "../tests/_certs.ts";

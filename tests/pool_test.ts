@@ -237,6 +237,36 @@ describe("idle-read detection", () => {
     await pool.close();
   });
 
+  // Found by the garbage-upstream test under Deno: an acquire that arrived
+  // while a settle turn was already under way was served by that turn, which
+  // could not have delivered bytes that reached a connection after it began.
+  test("an acquire made during a settle turn waits for a turn that began after it", async () => {
+    const { pool, peers } = setup({ echo: false });
+    const leases = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    for (const { connection } of leases) pool.retain(connection);
+    const first = pool.acquire(ADDRESS); // starts a settle turn
+    peers[0]!.write("stray"); // after the turn began, before the next acquire
+    const second = pool.acquire(ADDRESS);
+    const [a, b] = await Promise.all([first, second]);
+    assert.deepEqual([a.created, b.created], [false, true], "the stray bytes' connection was lent");
+    assert.equal(pool.stats().totals.broken, 1);
+    await pool.close();
+  });
+
+  test("a connection retained during a settle turn waits for a turn that began after it", async () => {
+    const { transport, peers } = setup({ echo: false });
+    const pool = new ConnectionPool({ transport, maxPerHost: 2 });
+    const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    const waiting = Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    pool.retain(held0.connection); // a waiter is served: starts a settle turn
+    peers[1]!.write("stray"); // reaches the borrowed connection, unread
+    pool.retain(held1.connection); // not seen yet, so pooled: on top (LIFO)
+    const [a, b] = await waiting;
+    assert.deepEqual([a.created, b.created], [false, true], "the stray bytes' connection was lent");
+    assert.equal(pool.stats().totals.broken, 1);
+    await pool.close();
+  });
+
   test("idle connections do not keep the process alive, borrowed ones do", async () => {
     const { pool, peers } = setup();
     const { connection } = await pool.acquire(ADDRESS);
