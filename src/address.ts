@@ -189,6 +189,8 @@ const INVALID_HOST_CHARS = /[\s\x00-\x1f\x7f/\\?#@[\]]/;
 
 /**
  * Checks an address and returns its normalised form with its pool key.
+ * The result is frozen; passing it (or, unchanged, the same object as
+ * before) again returns the same result at once, without checking anew.
  *
  * @param address The upstream, as a caller gave it.
  * @returns The normalised address.
@@ -206,6 +208,44 @@ const INVALID_HOST_CHARS = /[\s\x00-\x1f\x7f/\\?#@[\]]/;
  * ```
  */
 export function resolveAddress(address: Address): ResolvedAddress {
+  const known = knownResolution(address);
+  if (known !== undefined) return known;
+  const resolved = Object.freeze(resolveAnew(address));
+  resolvedAddresses.add(resolved);
+  const { tls } = address as { tls?: unknown };
+  // Only plain fields can be compared cheaply; a TLS options object could
+  // have changed inside, so an address with one is resolved each time.
+  if (tls === undefined || typeof tls === "boolean") {
+    const { hostname, port, path } = address as FieldsOf<TcpAddress & UnixAddress>;
+    lastResolutions.set(address, { hostname, port, path, tls, resolved });
+  }
+  return resolved;
+}
+
+// Acquires usually pass the same address object again and again, or an
+// address the pool resolved before (`connection.address`): both are
+// recognised without validating and building the key anew, which also
+// keeps the key the same string, so map lookups do not hash it again.
+const resolvedAddresses = new WeakSet<object>();
+type FieldsOf<T> = { [K in keyof T]: unknown };
+interface LastResolution extends FieldsOf<TcpAddress & UnixAddress> {
+  resolved: ResolvedAddress;
+}
+const lastResolutions = new WeakMap<object, LastResolution>();
+
+function knownResolution(address: Address): ResolvedAddress | undefined {
+  if (address === null || typeof address !== "object") return undefined;
+  if (resolvedAddresses.has(address)) return address as ResolvedAddress;
+  const last = lastResolutions.get(address);
+  if (last === undefined) return undefined;
+  const now = address as FieldsOf<TcpAddress & UnixAddress>;
+  return now.hostname === last.hostname && now.port === last.port && now.path === last.path &&
+      now.tls === last.tls
+    ? last.resolved
+    : undefined;
+}
+
+function resolveAnew(address: Address): ResolvedAddress {
   if (address === null || typeof address !== "object") {
     throw new TypeError(
       `Invalid address: expected an object like { hostname, port } or { path }, got ${
@@ -250,14 +290,14 @@ const TLS_OPTION_NAMES = new Set([
 function resolveTls(tls: unknown, hostname: string): ResolvedTlsOptions | undefined {
   if (tls === undefined || tls === false) return undefined;
   if (tls === true) {
-    return {
+    return Object.freeze({
       serverName: hostname,
       caCerts: undefined,
       verify: true,
       cert: undefined,
       key: undefined,
       alpnProtocols: undefined,
-    };
+    });
   }
   if (tls === null || typeof tls !== "object" || Array.isArray(tls)) {
     throw new TypeError(
@@ -284,14 +324,14 @@ function resolveTls(tls: unknown, hostname: string): ResolvedTlsOptions | undefi
   if ((cert === undefined) !== (key === undefined)) {
     throw new TypeError("Invalid address: tls.cert and tls.key go together: give both or neither");
   }
-  return {
+  return Object.freeze({
     serverName,
     caCerts: optionalStrings(options.caCerts, "tls.caCerts"),
     verify,
     cert,
     key,
     alpnProtocols: alpnProtocols(options.alpnProtocols),
-  };
+  });
 }
 
 // Certificates and keys get a number in the key: the same text always gets

@@ -504,6 +504,38 @@ describe("abort signals", () => {
   });
 });
 
+describe("resolveAddress remembers, but never a stale answer", () => {
+  test("the same object, or an address it returned, resolves to the same frozen object", () => {
+    const address = { hostname: "Cache.test", port: 80 };
+    const first = resolveAddress(address);
+    assert.equal(resolveAddress(address), first);
+    assert.equal(resolveAddress(first), first);
+    assert.ok(Object.isFrozen(first));
+  });
+
+  test("a changed field is resolved and checked anew", () => {
+    const address: { hostname: string; port: number } = { hostname: "cache.test", port: 80 };
+    assert.equal(resolveAddress(address).key, "cache.test:80");
+    address.port = 81;
+    assert.equal(resolveAddress(address).key, "cache.test:81");
+    address.hostname = "other.test";
+    assert.equal(resolveAddress(address).key, "other.test:81");
+    address.port = 0;
+    assert.throws(() => resolveAddress(address), RangeError);
+  });
+
+  test("TLS options changed in place change the key: the identity is never stale", () => {
+    const tls = { caCerts: ["CA ONE"] };
+    const address = { hostname: "cache.test", port: 443, tls };
+    const keys = [resolveAddress(address).key];
+    tls.caCerts = ["CA TWO"];
+    keys.push(resolveAddress(address).key);
+    tls.caCerts.push("CA THREE");
+    keys.push(resolveAddress(address).key);
+    assert.equal(new Set(keys).size, 3, keys.join(" "));
+  });
+});
+
 describe("the TLS identity is part of the key", () => {
   const key = (tls: unknown): string =>
     resolveAddress({ hostname: "DB.test", port: 5432, tls } as Address).key;
