@@ -8,17 +8,18 @@
 import { type Address, resolveAddress, type ResolvedAddress } from "./address.ts";
 import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { AcquireDeadlines } from "./deadlines.ts";
-import { connectError, PoolError } from "./errors.ts";
+import { closedError, connectError, leaseEnded, PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
 import { LeakWatch } from "./leak_watch.ts";
-import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy, show } from "./options.ts";
+import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import { TlsSessions } from "./tls_sessions.ts";
 import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
+import { checkCloseTimeout, checkPoolHooks, checkSignal } from "./_argument_checks.ts";
 import { Waiter } from "./wait_queue.ts";
 
 /**
@@ -174,24 +175,8 @@ export class ConnectionPool implements AsyncDisposable {
    * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions = {}) {
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
-    }
-    const { transport, onEvent } = options;
-    if (transport !== undefined) {
-      if (
-        transport === null || typeof transport !== "object" ||
-        typeof transport.connect !== "function" || typeof transport.settle !== "function"
-      ) {
-        throw new TypeError(
-          "Invalid pool option transport: expected an object with connect() and settle()",
-        );
-      }
-      this.#transport = transport;
-    }
-    if (onEvent !== undefined && typeof onEvent !== "function") {
-      throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
-    }
+    const { transport, onEvent } = checkPoolHooks(options);
+    this.#transport = transport;
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
     if (this.#policy.leakTimeout !== Infinity) {
@@ -1057,48 +1042,4 @@ interface Handout {
   /** The turn vouches for waiters and idle sockets stamped up to this. */
   covers: number;
   readonly hosts: Set<HostPool>;
-}
-
-function checkSignal(options: AcquireOptions): AbortSignal | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid acquire options: expected an object, got ${typeof options}`);
-  }
-  const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
-  }
-  return signal;
-}
-
-function checkCloseTimeout(options: CloseOptions): number | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
-  }
-  const { timeout } = options;
-  if (timeout === undefined) return undefined;
-  if (typeof timeout !== "number") {
-    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
-  }
-  if (Number.isNaN(timeout) || timeout < 0) {
-    throw new RangeError(
-      `Invalid close option timeout: expected milliseconds >= 0, got ${timeout}`,
-    );
-  }
-  return timeout;
-}
-
-function closedError(key: string, cause?: unknown): PoolError {
-  return new PoolError(
-    "POOL_CLOSED",
-    `Cannot acquire a connection to "${key}": the pool is closed`,
-    cause === undefined ? { address: key } : { address: key, cause },
-  );
-}
-
-function leaseEnded(address: ResolvedAddress): PoolError {
-  return new PoolError(
-    "LEASE_ENDED",
-    `The read on the connection to "${address.key}" was cut short: the connection was given back`,
-    { address: address.key },
-  );
 }
