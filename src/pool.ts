@@ -8,15 +8,14 @@
 import { type Address, resolveAddress, type ResolvedAddress } from "./address.ts";
 import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { AcquireDeadlines } from "./deadlines.ts";
-import { closedError, connectError, leaseEnded, PoolError } from "./errors.ts";
+import { Connector } from "./connector.ts";
+import { closedError, leaseEnded, PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
-import { TlsSessions } from "./tls_sessions.ts";
-import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
 import { checkCloseTimeout, checkPoolHooks, checkSignal } from "./_argument_checks.ts";
@@ -116,17 +115,11 @@ export interface CloseOptions {
  * ```
  */
 export class ConnectionPool implements AsyncDisposable {
-  #transport: Transport | undefined;
-  /** TLS sessions to resume, per pool key (which names the TLS identity). */
-  readonly #tlsSessions = new TlsSessions();
+  #connector: Connector;
   #policy: PoolPolicy;
   #onEvent: ((event: PoolEvent) => void) | undefined;
   #hosts: Map<string, HostPool> = new Map();
   #closed = false;
-  // One controller per connect in progress, so that close() can abort them
-  // without every connect listening on one long-lived signal.
-  #connectAborts: Set<AbortController> = new Set();
-  #connects: Set<Promise<void>> = new Set();
   #totals: PoolTotals = {
     created: 0,
     reused: 0,
@@ -176,7 +169,7 @@ export class ConnectionPool implements AsyncDisposable {
    */
   constructor(options: ConnectionPoolOptions = {}) {
     const { transport, onEvent } = checkPoolHooks(options);
-    this.#transport = transport;
+    this.#connector = new Connector(transport);
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
     if (this.#policy.leakTimeout !== Infinity) {
@@ -471,8 +464,8 @@ export class ConnectionPool implements AsyncDisposable {
   async close(options: CloseOptions = {}): Promise<void> {
     const timeout = checkCloseTimeout(options);
     if (!this.#closed) this.#shutDown();
-    this.#tlsSessions.clear();
-    await Promise.allSettled(this.#connects);
+    this.#connector.forgetTlsSessions();
+    await this.#connector.allSettled();
     if (timeout === undefined || this.#size === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -508,8 +501,7 @@ export class ConnectionPool implements AsyncDisposable {
 
   #shutDown(): void {
     this.#closed = true;
-    const reason = new PoolError("POOL_CLOSED", "The pool was closed");
-    for (const controller of this.#connectAborts) controller.abort(reason);
+    this.#connector.close(new PoolError("POOL_CLOSED", "The pool was closed"));
     this.#deadlines.close();
     this.#leaks?.close();
     this.#blocked.clear();
@@ -568,7 +560,7 @@ export class ConnectionPool implements AsyncDisposable {
   // new caller may join it (it returns the same promise). All addresses
   // share a turn.
   #scheduleHandout(host: HostPool): void {
-    const turn = this.#transport!.settle();
+    const turn = this.#connector.settle();
     let handout = this.#handout;
     if (handout === undefined || turn !== this.#turn) {
       const next: Handout = handout = { covers: 0, hosts: new Set() };
@@ -686,50 +678,15 @@ export class ConnectionPool implements AsyncDisposable {
   ): void {
     host.connecting++;
     this.#size++;
-    const abort = new AbortController();
-    this.#connectAborts.add(abort);
-    const { connectTimeout } = host.policy;
-    const timer = connectTimeout === Infinity ? undefined : unrefTimeout(
-      () =>
-        abort.abort(
-          new PoolError(
-            "CONNECT_TIMEOUT",
-            `Cannot connect to "${host.address.key}": no connection within ${connectTimeout} ms`,
-            { address: host.address.key },
-          ),
-        ),
-      connectTimeout,
-    );
-    const opening = (async (): Promise<void> => {
-      let connection: TransportConnection | undefined;
-      let failure: unknown;
-      try {
-        const transport = this.#transport ??= await detectTransport();
-        connection = await transport.connect(host.address, {
-          signal: abort.signal,
-          tlsSessions: this.#tlsSessions,
-        });
-      } catch (cause) {
-        failure = cause;
-      }
-      clearTimeout(timer);
-      this.#connectAborts.delete(abort);
+    this.#connector.open(host.address, host.policy.connectTimeout, (result) => {
       host.connecting--;
-      if (connection === undefined) {
+      if (result instanceof PoolError) {
         this.#size--;
-        const reason = abort.signal.reason;
-        const error = this.#closed
-          ? closedError(host.address.key, failure)
-          : reason instanceof PoolError
-          ? reason
-          : connectError(host.address.key, failure);
-        this.#connectFailed(host, error, requester);
+        this.#connectFailed(host, result, requester);
       } else {
-        this.#connected(host, connection, requester);
+        this.#connected(host, result, requester);
       }
-    })();
-    this.#connects.add(opening);
-    opening.then(() => this.#connects.delete(opening));
+    });
   }
 
   #connected(
