@@ -15,6 +15,7 @@ import { HostPool } from "./host_pool.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
+import { type Handout, SettleTurns } from "./settle_turns.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
@@ -144,9 +145,7 @@ export class ConnectionPool implements AsyncDisposable {
   #leaks: LeakWatch | undefined;
   /** Addresses whose waiters maxTotal holds back. */
   #blocked: Set<HostPool> = new Set();
-  /** The settle turn that handouts may still join, and the handout it leads to. */
-  #turn: Promise<void> | undefined;
-  #handout: Handout | undefined;
+  #turns: SettleTurns;
   /** Keeps the process alive while acquires wait. */
   #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
@@ -170,6 +169,7 @@ export class ConnectionPool implements AsyncDisposable {
   constructor(options: ConnectionPoolOptions = {}) {
     const { transport, onEvent } = checkPoolHooks(options);
     this.#connector = new Connector(transport);
+    this.#turns = new SettleTurns(this.#connector, (handout) => this.#handOut(handout));
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
     if (this.#policy.leakTimeout !== Infinity) {
@@ -505,7 +505,7 @@ export class ConnectionPool implements AsyncDisposable {
     this.#deadlines.close();
     this.#leaks?.close();
     this.#blocked.clear();
-    this.#turn = this.#handout = undefined;
+    this.#turns.clear();
     for (const host of [...this.#hosts.values()]) {
       for (const waiter of host.waiters.drain()) {
         this.#countWaiting(-1);
@@ -541,7 +541,7 @@ export class ConnectionPool implements AsyncDisposable {
   #dispatch(host: HostPool): void {
     if (this.#closed) return;
     const waiting = host.waiters.size;
-    if (waiting > 0 && host.idle.length > 0) this.#scheduleHandout(host);
+    if (waiting > 0 && host.idle.length > 0) this.#turns.schedule(host, this.#stamps);
     let needed = waiting - host.idle.length - host.connecting;
     while (needed > 0 && this.#mayConnect(host)) {
       this.#connect(host, undefined);
@@ -551,29 +551,8 @@ export class ConnectionPool implements AsyncDisposable {
     this.#forgetIfEmpty(host);
   }
 
-  // Bytes or a FIN may already sit in an idle connection's receive buffer
-  // without JavaScript having seen them: one settle turn lets the runtime
-  // deliver them (the idle watch then evicts that connection) before any
-  // idle connection is handed out. The turn must be asked for after the
-  // waiter arrived and after the socket became idle: a turn already under
-  // way vouches only for what it was asked for, and settle() says whether a
-  // new caller may join it (it returns the same promise). All addresses
-  // share a turn.
-  #scheduleHandout(host: HostPool): void {
-    const turn = this.#connector.settle();
-    let handout = this.#handout;
-    if (handout === undefined || turn !== this.#turn) {
-      const next: Handout = handout = { covers: 0, hosts: new Set() };
-      this.#turn = turn;
-      this.#handout = next;
-      turn.then(() => this.#handOut(next));
-    }
-    handout.covers = this.#stamps;
-    handout.hosts.add(host);
-  }
-
+  // Serves the waiters of a settle turn's hosts with the idle sockets it vouches for.
   #handOut(handout: Handout): void {
-    if (this.#handout === handout) this.#turn = this.#handout = undefined;
     for (const host of handout.hosts) {
       while (!this.#closed && host.waiters.size > 0 && host.idle.length > 0) {
         // Only waiters and sockets this turn vouches for: the oldest waiter
@@ -783,7 +762,7 @@ export class ConnectionPool implements AsyncDisposable {
         return false;
       });
     }
-    if (host.waiters.size > 0) this.#scheduleHandout(host);
+    if (host.waiters.size > 0) this.#turns.schedule(host, this.#stamps);
     return true;
   }
 
@@ -992,11 +971,4 @@ export class ConnectionPool implements AsyncDisposable {
 /** Whether a socket has outlived maxLifetime; the clock is read only if it has one. */
 function expired(socket: PooledSocket): boolean {
   return socket.expiresAt !== Infinity && socket.expiresAt <= Date.now();
-}
-
-/** Hosts to serve once a settle turn is over. */
-interface Handout {
-  /** The turn vouches for waiters and idle sockets stamped up to this. */
-  covers: number;
-  readonly hosts: Set<HostPool>;
 }
