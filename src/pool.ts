@@ -10,8 +10,9 @@ import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "
 import { AcquireDeadlines } from "./deadlines.ts";
 import { Connector } from "./connector.ts";
 import { closedError, leaseEnded, PoolError } from "./errors.ts";
-import type { PoolEvent } from "./events.ts";
+import type { ExpireEvent, PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
+import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
@@ -146,6 +147,10 @@ export class ConnectionPool implements AsyncDisposable {
   /** Addresses whose waiters maxTotal holds back. */
   #blocked: Set<HostPool> = new Set();
   #turns: SettleTurns;
+  #expiry: IdleExpiry = new IdleExpiry(
+    (socket, reason) => this.#closeIdle(socket, reason),
+    () => this.#closed,
+  );
   /** Keeps the process alive while acquires wait. */
   #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
@@ -516,9 +521,9 @@ export class ConnectionPool implements AsyncDisposable {
         this.#idleLru.delete(socket);
         this.#discard(socket);
       }
-      clearTimeout(host.expiryTimer);
+      this.#expiry.stop(host);
       clearTimeout(host.backoffTimer);
-      host.expiryTimer = host.backoffTimer = undefined;
+      host.backoffTimer = undefined;
       host.minIdle = 0;
       this.#forgetIfEmpty(host);
     }
@@ -754,7 +759,7 @@ export class ConnectionPool implements AsyncDisposable {
     this.#idleLru.add(socket);
     socket.watchIdle();
     if (victim !== undefined) this.#closeIdle(victim, "max-idle");
-    this.#scheduleExpiry(host, socket);
+    this.#expiry.schedule(host, socket);
     if (host.warmers.length > 0) {
       host.warmers = host.warmers.filter((warmer) => {
         if (host.idle.length < warmer.target) return true;
@@ -781,42 +786,8 @@ export class ConnectionPool implements AsyncDisposable {
     }
   }
 
-  // Idle timeout and lifetime: one timer per address, for the earliest
-  // expiry among its idle sockets, moved only when a sooner one appears.
-  #scheduleExpiry(host: HostPool, socket: PooledSocket): void {
-    const at = Math.min(socket.idleSince + host.policy.idleTimeout, socket.expiresAt);
-    this.#scheduleExpiryAt(host, at);
-  }
-
-  #expireIdle(host: HostPool): void {
-    host.expiryTimer = undefined;
-    host.expiryAt = Infinity;
-    if (this.#closed) return;
-    const now = Date.now();
-    for (const socket of [...host.idle]) {
-      if (socket.expiresAt <= now) this.#closeIdle(socket, "max-lifetime");
-      else if (
-        socket.idleSince + host.policy.idleTimeout <= now && host.idle.length > host.minIdle
-      ) {
-        this.#closeIdle(socket, "idle-timeout");
-      }
-    }
-    for (const socket of host.idle) {
-      // Kept below minIdle: only their lifetime can still end them.
-      const idleEnd = socket.idleSince + host.policy.idleTimeout;
-      this.#scheduleExpiryAt(host, Math.min(idleEnd > now ? idleEnd : Infinity, socket.expiresAt));
-    }
-  }
-
-  #scheduleExpiryAt(host: HostPool, at: number): void {
-    if (at === Infinity || at >= host.expiryAt) return;
-    clearTimeout(host.expiryTimer);
-    host.expiryAt = at;
-    host.expiryTimer = unrefTimeout(() => this.#expireIdle(host), Math.max(0, at - Date.now()));
-  }
-
   /** Closes an idle socket by policy and frees its slot. */
-  #closeIdle(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+  #closeIdle(socket: PooledSocket, reason: ExpireEvent["reason"]): void {
     const host = this.#hosts.get(socket.address.key)!;
     host.removeIdle(socket);
     this.#idleLru.delete(socket);
@@ -825,7 +796,7 @@ export class ConnectionPool implements AsyncDisposable {
   }
 
   /** Closes a socket that is in no collection any more, as expired by policy. */
-  #expire(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+  #expire(socket: PooledSocket, reason: ExpireEvent["reason"]): void {
     this.#discard(socket);
     this.#totals.expired++;
     this.#emit({ type: "expire", address: socket.address.key, reason });
@@ -913,9 +884,7 @@ export class ConnectionPool implements AsyncDisposable {
 
   #forgetIfEmpty(host: HostPool): void {
     if (!host.empty || this.#hosts.get(host.address.key) !== host) return;
-    clearTimeout(host.expiryTimer);
-    host.expiryTimer = undefined;
-    host.expiryAt = Infinity;
+    this.#expiry.stop(host);
     this.#hosts.delete(host.address.key);
     this.#blocked.delete(host);
   }
