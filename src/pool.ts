@@ -563,8 +563,9 @@ export class ConnectionPool implements AsyncDisposable {
         // Only waiters and sockets this turn vouches for: the oldest waiter
         // first (if it is too new, all are); the rest wait for their turn.
         if (host.waiters.peek()!.seq > handout.covers) break;
-        const socket = this.#takeIdle(host, handout.covers);
+        const socket = host.takeIdle(this.#policy.order, handout.covers);
         if (socket === undefined) break;
+        this.#idleLru.delete(socket);
         if (expired(socket)) {
           this.#expire(socket, "max-lifetime");
           this.#serveBlocked();
@@ -579,22 +580,6 @@ export class ConnectionPool implements AsyncDisposable {
       this.#dispatch(host);
     }
     this.#serveBlocked();
-  }
-
-  /** The idle socket to hand out next (LIFO or FIFO) among those idle since `stamp` or before. */
-  #takeIdle(host: HostPool, stamp: number): PooledSocket | undefined {
-    const idle = host.idle; // oldest first, so the sockets idle since `stamp` are a prefix
-    let at = 0;
-    if (this.#policy.order === "lifo") {
-      at = idle.length - 1;
-      while (at >= 0 && idle[at]!.idleStamp > stamp) at--;
-    }
-    const socket = idle[at];
-    if (socket === undefined || socket.idleStamp > stamp) return undefined;
-    if (at === idle.length - 1) idle.pop();
-    else idle.splice(at, 1);
-    this.#idleLru.delete(socket);
-    return socket;
   }
 
   #trimIdle(host: HostPool): void {
