@@ -1,6 +1,9 @@
-// Checks of the arguments ConnectionPool's methods take that are not policy
-// (options.ts checks those): wrong shapes are TypeErrors and values out of
-// range RangeErrors, thrown before the pool changes anything.
+// Checks of the arguments ConnectionPool's methods take, other than policy
+// (options.ts checks that): wrong shapes are TypeErrors, values out of range
+// RangeErrors, and a connection the pool did not lend is NOT_BORROWED. All
+// throw before the pool changes anything.
+import { Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
+import { PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
 import { show } from "./options.ts";
 import type { Transport } from "./transports/transport.ts";
@@ -61,4 +64,34 @@ export function checkCloseTimeout(options: { timeout?: number }): number | undef
     );
   }
   return timeout;
+}
+
+/**
+ * Checks a connection given back to `retain` or `release` (the `verb`): it
+ * must be a lease of `owner`'s that is still out.
+ */
+export function checkBorrowed(
+  connection: UpstreamConnection,
+  owner: LeaseOwner,
+  verb: string,
+): Lease {
+  if (connection === null || typeof connection !== "object") {
+    throw new TypeError(
+      `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
+    );
+  }
+  if (!(connection instanceof Lease) || connection.owner !== owner) {
+    throw new PoolError(
+      "NOT_BORROWED",
+      `Cannot ${verb}: this connection was not handed out by this pool`,
+    );
+  }
+  if (!connection.active) {
+    throw new PoolError(
+      "NOT_BORROWED",
+      `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
+      { address: connection.address.key },
+    );
+  }
+  return connection;
 }

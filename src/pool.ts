@@ -20,7 +20,12 @@ import { type Handout, SettleTurns } from "./settle_turns.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
-import { checkCloseTimeout, checkPoolHooks, checkSignal } from "./_argument_checks.ts";
+import {
+  checkBorrowed,
+  checkCloseTimeout,
+  checkPoolHooks,
+  checkSignal,
+} from "./_argument_checks.ts";
 import { Waiter } from "./wait_queue.ts";
 
 /**
@@ -891,34 +896,12 @@ export class ConnectionPool implements AsyncDisposable {
     connection: UpstreamConnection,
     verb: string,
   ): { socket: PooledSocket; host: HostPool } {
-    const lease = this.#borrowedLease(connection, verb);
+    const lease = checkBorrowed(connection, this.#owner, verb);
     const socket = lease.socket;
     const host = this.#hosts.get(socket.address.key)!;
     host.borrowed.delete(socket);
     this.#leaks?.delete(lease);
     return { socket, host };
-  }
-
-  #borrowedLease(connection: UpstreamConnection, verb: string): Lease {
-    if (connection === null || typeof connection !== "object") {
-      throw new TypeError(
-        `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
-      );
-    }
-    if (!(connection instanceof Lease) || connection.owner !== this.#owner) {
-      throw new PoolError(
-        "NOT_BORROWED",
-        `Cannot ${verb}: this connection was not handed out by this pool`,
-      );
-    }
-    if (!connection.active) {
-      throw new PoolError(
-        "NOT_BORROWED",
-        `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
-        { address: connection.address.key },
-      );
-    }
-    return connection;
   }
 }
 
