@@ -139,3 +139,21 @@ export function connectError(address: string, cause: unknown): PoolError {
     cause,
   });
 }
+
+/** The error an acquire or connect for `key` gets once the pool is closed. */
+export function closedError(key: string, cause?: unknown): PoolError {
+  return new PoolError(
+    "POOL_CLOSED",
+    `Cannot acquire a connection to "${key}": the pool is closed`,
+    cause === undefined ? { address: key } : { address: key, cause },
+  );
+}
+
+/** The error a read still pending on a connection gets when it is given back. */
+export function leaseEnded(address: { key: string }): PoolError {
+  return new PoolError(
+    "LEASE_ENDED",
+    `The read on the connection to "${address.key}" was cut short: the connection was given back`,
+    { address: address.key },
+  );
+}

@@ -2,7 +2,7 @@
 // which collection holds it (idle list, borrowed set) or the connecting
 // count; the pool moves sockets between them and keeps its totals in step.
 import type { ResolvedAddress } from "./address.ts";
-import type { AddressPolicy } from "./options.ts";
+import type { AddressPolicy, PoolPolicy } from "./options.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import type { TimerHandle } from "./_timers.ts";
 import { WaitQueue } from "./wait_queue.ts";
@@ -49,6 +49,24 @@ export class HostPool {
   get empty(): boolean {
     return this.size === 0 && this.waiters.size === 0 && this.minIdle === 0 &&
       this.warmers.length === 0 && this.backoffTimer === undefined;
+  }
+
+  /**
+   * Takes out the idle socket to hand out next (`order`: most or least
+   * recently idle first) among those idle since `stamp` or before.
+   */
+  takeIdle(order: PoolPolicy["order"], stamp: number): PooledSocket | undefined {
+    const idle = this.idle; // oldest first, so the sockets idle since `stamp` are a prefix
+    let at = 0;
+    if (order === "lifo") {
+      at = idle.length - 1;
+      while (at >= 0 && idle[at]!.idleStamp > stamp) at--;
+    }
+    const socket = idle[at];
+    if (socket === undefined || socket.idleStamp > stamp) return undefined;
+    if (at === idle.length - 1) idle.pop();
+    else idle.splice(at, 1);
+    return socket;
   }
 
   /** Takes an idle socket out, wherever it is in the list. */

@@ -8,17 +8,24 @@
 import { type Address, resolveAddress, type ResolvedAddress } from "./address.ts";
 import { type Acquired, Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { AcquireDeadlines } from "./deadlines.ts";
-import { connectError, PoolError } from "./errors.ts";
-import type { PoolEvent } from "./events.ts";
+import { Connector } from "./connector.ts";
+import { closedError, leaseEnded, PoolError } from "./errors.ts";
+import type { ExpireEvent, PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
+import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
-import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy, show } from "./options.ts";
+import { type PoolPolicy, type PoolPolicyOptions, resolvePolicy } from "./options.ts";
 import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socket.ts";
+import { type Handout, SettleTurns } from "./settle_turns.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
-import { TlsSessions } from "./tls_sessions.ts";
-import { detectTransport } from "./transports/detect.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
 import { KeepAlive, unrefTimeout } from "./_timers.ts";
+import {
+  checkBorrowed,
+  checkCloseTimeout,
+  checkPoolHooks,
+  checkSignal,
+} from "./_argument_checks.ts";
 import { Waiter } from "./wait_queue.ts";
 
 /**
@@ -115,17 +122,11 @@ export interface CloseOptions {
  * ```
  */
 export class ConnectionPool implements AsyncDisposable {
-  #transport: Transport | undefined;
-  /** TLS sessions to resume, per pool key (which names the TLS identity). */
-  readonly #tlsSessions = new TlsSessions();
+  #connector: Connector;
   #policy: PoolPolicy;
   #onEvent: ((event: PoolEvent) => void) | undefined;
   #hosts: Map<string, HostPool> = new Map();
   #closed = false;
-  // One controller per connect in progress, so that close() can abort them
-  // without every connect listening on one long-lived signal.
-  #connectAborts: Set<AbortController> = new Set();
-  #connects: Set<Promise<void>> = new Set();
   #totals: PoolTotals = {
     created: 0,
     reused: 0,
@@ -150,9 +151,11 @@ export class ConnectionPool implements AsyncDisposable {
   #leaks: LeakWatch | undefined;
   /** Addresses whose waiters maxTotal holds back. */
   #blocked: Set<HostPool> = new Set();
-  /** The settle turn that handouts may still join, and the handout it leads to. */
-  #turn: Promise<void> | undefined;
-  #handout: Handout | undefined;
+  #turns: SettleTurns;
+  #expiry: IdleExpiry = new IdleExpiry(
+    (socket, reason) => this.#closeIdle(socket, reason),
+    () => this.#closed,
+  );
   /** Keeps the process alive while acquires wait. */
   #keepAlive: KeepAlive = new KeepAlive();
   /** close({ timeout }) waiting for the last borrowed connection. */
@@ -174,24 +177,9 @@ export class ConnectionPool implements AsyncDisposable {
    * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions = {}) {
-    if (options === null || typeof options !== "object") {
-      throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
-    }
-    const { transport, onEvent } = options;
-    if (transport !== undefined) {
-      if (
-        transport === null || typeof transport !== "object" ||
-        typeof transport.connect !== "function" || typeof transport.settle !== "function"
-      ) {
-        throw new TypeError(
-          "Invalid pool option transport: expected an object with connect() and settle()",
-        );
-      }
-      this.#transport = transport;
-    }
-    if (onEvent !== undefined && typeof onEvent !== "function") {
-      throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
-    }
+    const { transport, onEvent } = checkPoolHooks(options);
+    this.#connector = new Connector(transport);
+    this.#turns = new SettleTurns(this.#connector, (handout) => this.#handOut(handout));
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
     if (this.#policy.leakTimeout !== Infinity) {
@@ -486,8 +474,8 @@ export class ConnectionPool implements AsyncDisposable {
   async close(options: CloseOptions = {}): Promise<void> {
     const timeout = checkCloseTimeout(options);
     if (!this.#closed) this.#shutDown();
-    this.#tlsSessions.clear();
-    await Promise.allSettled(this.#connects);
+    this.#connector.forgetTlsSessions();
+    await this.#connector.allSettled();
     if (timeout === undefined || this.#size === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -523,12 +511,11 @@ export class ConnectionPool implements AsyncDisposable {
 
   #shutDown(): void {
     this.#closed = true;
-    const reason = new PoolError("POOL_CLOSED", "The pool was closed");
-    for (const controller of this.#connectAborts) controller.abort(reason);
+    this.#connector.close(new PoolError("POOL_CLOSED", "The pool was closed"));
     this.#deadlines.close();
     this.#leaks?.close();
     this.#blocked.clear();
-    this.#turn = this.#handout = undefined;
+    this.#turns.clear();
     for (const host of [...this.#hosts.values()]) {
       for (const waiter of host.waiters.drain()) {
         this.#countWaiting(-1);
@@ -539,9 +526,9 @@ export class ConnectionPool implements AsyncDisposable {
         this.#idleLru.delete(socket);
         this.#discard(socket);
       }
-      clearTimeout(host.expiryTimer);
+      this.#expiry.stop(host);
       clearTimeout(host.backoffTimer);
-      host.expiryTimer = host.backoffTimer = undefined;
+      host.backoffTimer = undefined;
       host.minIdle = 0;
       this.#forgetIfEmpty(host);
     }
@@ -564,7 +551,7 @@ export class ConnectionPool implements AsyncDisposable {
   #dispatch(host: HostPool): void {
     if (this.#closed) return;
     const waiting = host.waiters.size;
-    if (waiting > 0 && host.idle.length > 0) this.#scheduleHandout(host);
+    if (waiting > 0 && host.idle.length > 0) this.#turns.schedule(host, this.#stamps);
     let needed = waiting - host.idle.length - host.connecting;
     while (needed > 0 && this.#mayConnect(host)) {
       this.#connect(host, undefined);
@@ -574,36 +561,16 @@ export class ConnectionPool implements AsyncDisposable {
     this.#forgetIfEmpty(host);
   }
 
-  // Bytes or a FIN may already sit in an idle connection's receive buffer
-  // without JavaScript having seen them: one settle turn lets the runtime
-  // deliver them (the idle watch then evicts that connection) before any
-  // idle connection is handed out. The turn must be asked for after the
-  // waiter arrived and after the socket became idle: a turn already under
-  // way vouches only for what it was asked for, and settle() says whether a
-  // new caller may join it (it returns the same promise). All addresses
-  // share a turn.
-  #scheduleHandout(host: HostPool): void {
-    const turn = this.#transport!.settle();
-    let handout = this.#handout;
-    if (handout === undefined || turn !== this.#turn) {
-      const next: Handout = handout = { covers: 0, hosts: new Set() };
-      this.#turn = turn;
-      this.#handout = next;
-      turn.then(() => this.#handOut(next));
-    }
-    handout.covers = this.#stamps;
-    handout.hosts.add(host);
-  }
-
+  // Serves the waiters of a settle turn's hosts with the idle sockets it vouches for.
   #handOut(handout: Handout): void {
-    if (this.#handout === handout) this.#turn = this.#handout = undefined;
     for (const host of handout.hosts) {
       while (!this.#closed && host.waiters.size > 0 && host.idle.length > 0) {
         // Only waiters and sockets this turn vouches for: the oldest waiter
         // first (if it is too new, all are); the rest wait for their turn.
         if (host.waiters.peek()!.seq > handout.covers) break;
-        const socket = this.#takeIdle(host, handout.covers);
+        const socket = host.takeIdle(this.#policy.order, handout.covers);
         if (socket === undefined) break;
+        this.#idleLru.delete(socket);
         if (expired(socket)) {
           this.#expire(socket, "max-lifetime");
           this.#serveBlocked();
@@ -618,22 +585,6 @@ export class ConnectionPool implements AsyncDisposable {
       this.#dispatch(host);
     }
     this.#serveBlocked();
-  }
-
-  /** The idle socket to hand out next (LIFO or FIFO) among those idle since `stamp` or before. */
-  #takeIdle(host: HostPool, stamp: number): PooledSocket | undefined {
-    const idle = host.idle; // oldest first, so the sockets idle since `stamp` are a prefix
-    let at = 0;
-    if (this.#policy.order === "lifo") {
-      at = idle.length - 1;
-      while (at >= 0 && idle[at]!.idleStamp > stamp) at--;
-    }
-    const socket = idle[at];
-    if (socket === undefined || socket.idleStamp > stamp) return undefined;
-    if (at === idle.length - 1) idle.pop();
-    else idle.splice(at, 1);
-    this.#idleLru.delete(socket);
-    return socket;
   }
 
   #trimIdle(host: HostPool): void {
@@ -701,50 +652,15 @@ export class ConnectionPool implements AsyncDisposable {
   ): void {
     host.connecting++;
     this.#size++;
-    const abort = new AbortController();
-    this.#connectAborts.add(abort);
-    const { connectTimeout } = host.policy;
-    const timer = connectTimeout === Infinity ? undefined : unrefTimeout(
-      () =>
-        abort.abort(
-          new PoolError(
-            "CONNECT_TIMEOUT",
-            `Cannot connect to "${host.address.key}": no connection within ${connectTimeout} ms`,
-            { address: host.address.key },
-          ),
-        ),
-      connectTimeout,
-    );
-    const opening = (async (): Promise<void> => {
-      let connection: TransportConnection | undefined;
-      let failure: unknown;
-      try {
-        const transport = this.#transport ??= await detectTransport();
-        connection = await transport.connect(host.address, {
-          signal: abort.signal,
-          tlsSessions: this.#tlsSessions,
-        });
-      } catch (cause) {
-        failure = cause;
-      }
-      clearTimeout(timer);
-      this.#connectAborts.delete(abort);
+    this.#connector.open(host.address, host.policy.connectTimeout, (result) => {
       host.connecting--;
-      if (connection === undefined) {
+      if (result instanceof PoolError) {
         this.#size--;
-        const reason = abort.signal.reason;
-        const error = this.#closed
-          ? closedError(host.address.key, failure)
-          : reason instanceof PoolError
-          ? reason
-          : connectError(host.address.key, failure);
-        this.#connectFailed(host, error, requester);
+        this.#connectFailed(host, result, requester);
       } else {
-        this.#connected(host, connection, requester);
+        this.#connected(host, result, requester);
       }
-    })();
-    this.#connects.add(opening);
-    opening.then(() => this.#connects.delete(opening));
+    });
   }
 
   #connected(
@@ -833,7 +749,7 @@ export class ConnectionPool implements AsyncDisposable {
     this.#idleLru.add(socket);
     socket.watchIdle();
     if (victim !== undefined) this.#closeIdle(victim, "max-idle");
-    this.#scheduleExpiry(host, socket);
+    this.#expiry.schedule(host, socket);
     if (host.warmers.length > 0) {
       host.warmers = host.warmers.filter((warmer) => {
         if (host.idle.length < warmer.target) return true;
@@ -841,7 +757,7 @@ export class ConnectionPool implements AsyncDisposable {
         return false;
       });
     }
-    if (host.waiters.size > 0) this.#scheduleHandout(host);
+    if (host.waiters.size > 0) this.#turns.schedule(host, this.#stamps);
     return true;
   }
 
@@ -860,42 +776,8 @@ export class ConnectionPool implements AsyncDisposable {
     }
   }
 
-  // Idle timeout and lifetime: one timer per address, for the earliest
-  // expiry among its idle sockets, moved only when a sooner one appears.
-  #scheduleExpiry(host: HostPool, socket: PooledSocket): void {
-    const at = Math.min(socket.idleSince + host.policy.idleTimeout, socket.expiresAt);
-    this.#scheduleExpiryAt(host, at);
-  }
-
-  #expireIdle(host: HostPool): void {
-    host.expiryTimer = undefined;
-    host.expiryAt = Infinity;
-    if (this.#closed) return;
-    const now = Date.now();
-    for (const socket of [...host.idle]) {
-      if (socket.expiresAt <= now) this.#closeIdle(socket, "max-lifetime");
-      else if (
-        socket.idleSince + host.policy.idleTimeout <= now && host.idle.length > host.minIdle
-      ) {
-        this.#closeIdle(socket, "idle-timeout");
-      }
-    }
-    for (const socket of host.idle) {
-      // Kept below minIdle: only their lifetime can still end them.
-      const idleEnd = socket.idleSince + host.policy.idleTimeout;
-      this.#scheduleExpiryAt(host, Math.min(idleEnd > now ? idleEnd : Infinity, socket.expiresAt));
-    }
-  }
-
-  #scheduleExpiryAt(host: HostPool, at: number): void {
-    if (at === Infinity || at >= host.expiryAt) return;
-    clearTimeout(host.expiryTimer);
-    host.expiryAt = at;
-    host.expiryTimer = unrefTimeout(() => this.#expireIdle(host), Math.max(0, at - Date.now()));
-  }
-
   /** Closes an idle socket by policy and frees its slot. */
-  #closeIdle(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+  #closeIdle(socket: PooledSocket, reason: ExpireEvent["reason"]): void {
     const host = this.#hosts.get(socket.address.key)!;
     host.removeIdle(socket);
     this.#idleLru.delete(socket);
@@ -904,7 +786,7 @@ export class ConnectionPool implements AsyncDisposable {
   }
 
   /** Closes a socket that is in no collection any more, as expired by policy. */
-  #expire(socket: PooledSocket, reason: "idle-timeout" | "max-lifetime" | "max-idle"): void {
+  #expire(socket: PooledSocket, reason: ExpireEvent["reason"]): void {
     this.#discard(socket);
     this.#totals.expired++;
     this.#emit({ type: "expire", address: socket.address.key, reason });
@@ -992,9 +874,7 @@ export class ConnectionPool implements AsyncDisposable {
 
   #forgetIfEmpty(host: HostPool): void {
     if (!host.empty || this.#hosts.get(host.address.key) !== host) return;
-    clearTimeout(host.expiryTimer);
-    host.expiryTimer = undefined;
-    host.expiryAt = Infinity;
+    this.#expiry.stop(host);
     this.#hosts.delete(host.address.key);
     this.#blocked.delete(host);
   }
@@ -1016,89 +896,16 @@ export class ConnectionPool implements AsyncDisposable {
     connection: UpstreamConnection,
     verb: string,
   ): { socket: PooledSocket; host: HostPool } {
-    const lease = this.#borrowedLease(connection, verb);
+    const lease = checkBorrowed(connection, this.#owner, verb);
     const socket = lease.socket;
     const host = this.#hosts.get(socket.address.key)!;
     host.borrowed.delete(socket);
     this.#leaks?.delete(lease);
     return { socket, host };
   }
-
-  #borrowedLease(connection: UpstreamConnection, verb: string): Lease {
-    if (connection === null || typeof connection !== "object") {
-      throw new TypeError(
-        `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
-      );
-    }
-    if (!(connection instanceof Lease) || connection.owner !== this.#owner) {
-      throw new PoolError(
-        "NOT_BORROWED",
-        `Cannot ${verb}: this connection was not handed out by this pool`,
-      );
-    }
-    if (!connection.active) {
-      throw new PoolError(
-        "NOT_BORROWED",
-        `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
-        { address: connection.address.key },
-      );
-    }
-    return connection;
-  }
 }
 
 /** Whether a socket has outlived maxLifetime; the clock is read only if it has one. */
 function expired(socket: PooledSocket): boolean {
   return socket.expiresAt !== Infinity && socket.expiresAt <= Date.now();
-}
-
-/** Hosts to serve once a settle turn is over. */
-interface Handout {
-  /** The turn vouches for waiters and idle sockets stamped up to this. */
-  covers: number;
-  readonly hosts: Set<HostPool>;
-}
-
-function checkSignal(options: AcquireOptions): AbortSignal | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid acquire options: expected an object, got ${typeof options}`);
-  }
-  const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
-  }
-  return signal;
-}
-
-function checkCloseTimeout(options: CloseOptions): number | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
-  }
-  const { timeout } = options;
-  if (timeout === undefined) return undefined;
-  if (typeof timeout !== "number") {
-    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
-  }
-  if (Number.isNaN(timeout) || timeout < 0) {
-    throw new RangeError(
-      `Invalid close option timeout: expected milliseconds >= 0, got ${timeout}`,
-    );
-  }
-  return timeout;
-}
-
-function closedError(key: string, cause?: unknown): PoolError {
-  return new PoolError(
-    "POOL_CLOSED",
-    `Cannot acquire a connection to "${key}": the pool is closed`,
-    cause === undefined ? { address: key } : { address: key, cause },
-  );
-}
-
-function leaseEnded(address: ResolvedAddress): PoolError {
-  return new PoolError(
-    "LEASE_ENDED",
-    `The read on the connection to "${address.key}" was cut short: the connection was given back`,
-    { address: address.key },
-  );
 }

@@ -1,0 +1,97 @@
+// Checks of the arguments ConnectionPool's methods take, other than policy
+// (options.ts checks that): wrong shapes are TypeErrors, values out of range
+// RangeErrors, and a connection the pool did not lend is NOT_BORROWED. All
+// throw before the pool changes anything.
+import { Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
+import { PoolError } from "./errors.ts";
+import type { PoolEvent } from "./events.ts";
+import { show } from "./options.ts";
+import type { Transport } from "./transports/transport.ts";
+
+/** The constructor options that are not policy: how to connect and whom to tell. */
+export interface PoolHooks {
+  transport?: Transport;
+  onEvent?: (event: PoolEvent) => void;
+}
+
+/** Checks the constructor's options object and its transport and event hook. */
+export function checkPoolHooks(options: PoolHooks): PoolHooks {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
+  }
+  const { transport, onEvent } = options;
+  if (transport !== undefined) {
+    if (
+      transport === null || typeof transport !== "object" ||
+      typeof transport.connect !== "function" || typeof transport.settle !== "function"
+    ) {
+      throw new TypeError(
+        "Invalid pool option transport: expected an object with connect() and settle()",
+      );
+    }
+  }
+  if (onEvent !== undefined && typeof onEvent !== "function") {
+    throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
+  }
+  return { transport, onEvent };
+}
+
+/** Checks acquire()'s options and returns its abort signal, if any. */
+export function checkSignal(options: { signal?: AbortSignal }): AbortSignal | undefined {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid acquire options: expected an object, got ${typeof options}`);
+  }
+  const { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
+  }
+  return signal;
+}
+
+/** Checks close()'s options and returns its timeout in ms, if any. */
+export function checkCloseTimeout(options: { timeout?: number }): number | undefined {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
+  }
+  const { timeout } = options;
+  if (timeout === undefined) return undefined;
+  if (typeof timeout !== "number") {
+    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
+  }
+  if (Number.isNaN(timeout) || timeout < 0) {
+    throw new RangeError(
+      `Invalid close option timeout: expected milliseconds >= 0, got ${timeout}`,
+    );
+  }
+  return timeout;
+}
+
+/**
+ * Checks a connection given back to `retain` or `release` (the `verb`): it
+ * must be a lease of `owner`'s that is still out.
+ */
+export function checkBorrowed(
+  connection: UpstreamConnection,
+  owner: LeaseOwner,
+  verb: string,
+): Lease {
+  if (connection === null || typeof connection !== "object") {
+    throw new TypeError(
+      `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
+    );
+  }
+  if (!(connection instanceof Lease) || connection.owner !== owner) {
+    throw new PoolError(
+      "NOT_BORROWED",
+      `Cannot ${verb}: this connection was not handed out by this pool`,
+    );
+  }
+  if (!connection.active) {
+    throw new PoolError(
+      "NOT_BORROWED",
+      `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
+      { address: connection.address.key },
+    );
+  }
+  return connection;
+}
