@@ -779,7 +779,9 @@ export class ConnectionPool implements AsyncDisposable {
   /** Closes an idle socket by policy and frees its slot. */
   #closeIdle(socket: PooledSocket, reason: ExpireEvent["reason"]): void {
     const host = this.#hosts.get(socket.address.key)!;
-    host.removeIdle(socket);
+    // The expiry sweep walks a snapshot: making room for another address
+    // may already have closed this one.
+    if (!host.removeIdle(socket)) return;
     this.#idleLru.delete(socket);
     this.#expire(socket, reason);
     this.#slotFreed(host);

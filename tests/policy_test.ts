@@ -424,6 +424,26 @@ describe("maxTotal", () => {
     assert.equal(stats.waiting, 0);
     await pool.close();
   });
+  test("when an address's last waiter gives up, its idle connections make room for others", async () => {
+    const { pool, transport } = setup({ maxTotal: 2, acquireTimeout: 1000 });
+    const held = [await pool.acquire(A), await pool.acquire(A)];
+    for (const { connection } of held) pool.retain(connection);
+    // All at once: A's waiter holds A's idle connections for its hand-out
+    // turn, so B's two acquires find nothing to evict and are held back.
+    const giveUp = new AbortController();
+    const forA = pool.acquire(A, { signal: giveUp.signal }).catch((error) => error);
+    const forB = [pending(pool.acquire(B)), pending(pool.acquire(B))];
+    giveUp.abort(new Error("gave up"));
+    assert.equal((await forA as Error).message, "gave up");
+    // Nobody needs A's idle connections now: B must not wait for them to expire.
+    const onB = await deadline(Promise.all(forB), 500, "B's waiters after A's gave up");
+    assert.deepEqual(onB.map((acquired) => acquired.created), [true, true]);
+    const stats = checked(pool);
+    assert.deepEqual([stats.idle, stats.borrowed, stats.connecting, stats.waiting], [0, 2, 0, 0]);
+    assert.equal(stats.totals.expired, 2);
+    assert.equal(transport.openConnections, 2);
+    await pool.close();
+  });
 });
 
 describe("idle limits", () => {
