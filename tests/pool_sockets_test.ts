@@ -115,6 +115,25 @@ describe(`pool on ${runtime} sockets`, () => {
     await upstream.waitForOpen(0);
   });
 
+  for (const mode of ["borrowed", "close-first"]) {
+    test(`a ${mode === "borrowed" ? "borrowed connection" : "connection borrowed before close()"} keeps the process alive until its late reply`, async () => {
+      const silent = await TestUpstream.start({ mode: "silent" });
+      try {
+        // The upstream answers 300 ms after the request; nothing else keeps the child alive.
+        const answered = silent.nextConnection().then((server) =>
+          server.once("data", () => setTimeout(() => server.write("late reply"), 300))
+        );
+        const result = await runFixture("borrowed_keepalive", [String(silent.port), mode]);
+        await answered;
+        assert.equal(result.killed, false, `the process hung: ${result.stdout}${result.stderr}`);
+        assert.equal(result.stdout.trim(), "late reply", result.stderr);
+        assert.equal(result.code, 0, result.stderr);
+      } finally {
+        await silent.close();
+      }
+    });
+  }
+
   for (const mode of ["idle", "closed"]) {
     test(`a process with a ${mode} pool exits by itself, with no socket or timer left`, async () => {
       const result = await runFixture("pool_lifecycle", [String(upstream.port), mode]);
