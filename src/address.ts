@@ -334,7 +334,7 @@ function resolveTls(tls: unknown, hostname: string): ResolvedTlsOptions | undefi
   });
 }
 
-// Certificates and keys get a number in the key: the same text always gets
+// Certificates and keys get a number in the key: the same texts always get
 // the same number within a process, so equal options share connections and
 // the key stays short, readable and free of key material.
 const pemIds = new Map<string, number>();
@@ -348,10 +348,11 @@ function pemId(pem: string): number {
 /** The options that differ from the defaults, as a query string. */
 function tlsKeySuffix(tls: ResolvedTlsOptions, hostname: string): string {
   const parts: string[] = [];
-  if (tls.serverName !== hostname) parts.push(`sni=${tls.serverName}`);
-  if (tls.caCerts !== undefined) parts.push(`ca=${pemId(tls.caCerts.join("\n"))}`);
+  // Every part is exact: two different sets of options never read the same.
+  if (tls.serverName !== hostname) parts.push(`sni=${encodeURIComponent(tls.serverName)}`);
+  if (tls.caCerts !== undefined) parts.push(`ca=${pemId(JSON.stringify(tls.caCerts))}`);
   if (!tls.verify) parts.push("verify=off");
-  if (tls.cert !== undefined) parts.push(`cert=${pemId(`${tls.cert}\n${tls.key}`)}`);
+  if (tls.cert !== undefined) parts.push(`cert=${pemId(JSON.stringify([tls.cert, tls.key]))}`);
   if (tls.alpnProtocols !== undefined) {
     parts.push(`alpn=${tls.alpnProtocols.map(encodeURIComponent).join(",")}`);
   }

@@ -559,6 +559,12 @@ describe("the TLS identity is part of the key", () => {
       key({ cert: "CERT", key: "OTHER KEY" }),
       key({ alpnProtocols: ["h2"] }),
       key({ alpnProtocols: ["http/1.1"] }),
+      // Texts that would read alike if the parts were simply joined:
+      key({ cert: "CERT\nMORE", key: "KEY" }),
+      key({ cert: "CERT", key: "MORE\nKEY" }),
+      key({ caCerts: ["CA ONE\nCA TWO"] }),
+      key({ serverName: "other.test&ca=1" }),
+      key({ serverName: "other.test", caCerts: ["CA ONE"] }),
     ];
     assert.equal(new Set(keys).size, keys.length, keys.join("\n"));
     for (const k of keys) assert.ok(!k.includes("KEY") && !k.includes("CERT"), k);
