@@ -369,8 +369,9 @@ function optionalPem(value: unknown, name: string): string | undefined {
 
 function alpnProtocols(value: unknown): readonly string[] | undefined {
   const protocols = optionalStrings(value, "tls.alpnProtocols");
+  const encoder = new TextEncoder();
   for (const name of protocols ?? []) {
-    if (new TextEncoder().encode(name).length > 255) {
+    if (encoder.encode(name).length > 255) {
       throw new RangeError(
         `Invalid address: an ALPN protocol name is at most 255 bytes, got ${JSON.stringify(name)}`,
       );

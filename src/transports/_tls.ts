@@ -25,7 +25,7 @@ const CERTIFICATE_CODES = new Set([
 ]);
 
 /** Whether a runtime error says the server's certificate failed verification. */
-export function isCertificateError(error: unknown): boolean {
+function isCertificateError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === "string" && CERTIFICATE_CODES.has(code)) return true;
   // Deno (rustls) has no code: "invalid peer certificate: UnknownIssuer".

@@ -410,7 +410,8 @@ function bunTls(address: ResolvedTcpAddress): BunTlsOptions {
 
 // Bun.connect takes ALPN names only in the wire format, not as an array.
 function alpnWireFormat(protocols: readonly string[]): ArrayBuffer {
-  const names = protocols.map((name) => new TextEncoder().encode(name));
+  const encoder = new TextEncoder();
+  const names = protocols.map((name) => encoder.encode(name));
   const wire = new Uint8Array(names.reduce((total, name) => total + 1 + name.length, 0));
   let offset = 0;
   for (const name of names) {
