@@ -1,10 +1,11 @@
 // Checks of the pool on real sockets that every kind of upstream must pass
-// (TCP, Unix sockets, TLS): sequential reuse with every byte in order, and
-// no dirty or dead handoff.
+// (TCP, Unix sockets, TLS): sequential reuse with every byte in order, no
+// dirty or dead handoff, and idle connections the upstream closes evicted.
 import assert from "node:assert/strict";
 import type * as net from "node:net";
 import { type Acquired, ConnectionPool, type UpstreamConnection } from "../mod.ts";
-import type { TestUpstream } from "./_upstream.ts";
+import { TestUpstream, type TestUpstreamOptions } from "./_upstream.ts";
+import { waitUntil } from "./_async.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -78,6 +79,47 @@ export async function checkNoDirtyHandoff(upstream: TestUpstream, rounds: number
   }
   assert.deepEqual(dirty, [], `dirty or dead handoffs: ${dirty.length}`);
   assert.equal(reused, rounds / 3);
+  await pool.close();
+  await upstream.waitForOpen(0);
+}
+
+/**
+ * Runs the reuse check and then the dirty-handoff check, each against a
+ * fresh echo upstream of the given kind: nextConnection() must not see an
+ * earlier check's peers.
+ */
+export async function checkReuseOnFreshUpstreams(
+  options: Pick<TestUpstreamOptions, "unix" | "tls">,
+  rounds: number,
+): Promise<void> {
+  for (const check of [checkSequentialReuse, checkNoDirtyHandoff]) {
+    const upstream = await TestUpstream.start({ ...options, mode: "echo" });
+    try {
+      await check(upstream, rounds);
+    } finally {
+      await upstream.close();
+    }
+  }
+}
+
+/**
+ * For each way of closing: an idle connection the upstream closes that way
+ * leaves the pool within a second, by the idle read, with no acquire.
+ */
+export async function checkIdleEviction(
+  upstream: TestUpstream,
+  closes: Array<(server: net.Socket) => void>,
+): Promise<void> {
+  const pool = new ConnectionPool();
+  for (const close of closes) {
+    const next = upstream.nextConnection();
+    const { connection } = await pool.acquire(upstream.address);
+    await roundTrip(connection, "hello");
+    pool.retain(connection);
+    close(await next);
+    await waitUntil(() => pool.stats().idle === 0, 1000, "eviction of the closed idle connection");
+  }
+  assert.equal(pool.stats().totals.broken, closes.length);
   await pool.close();
   await upstream.waitForOpen(0);
 }

@@ -3,10 +3,15 @@
 // `bun test`, Node's under Node (against the npm build).
 import { afterEach, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import type * as net from "node:net";
 import { ConnectionPool, PoolError } from "../mod.ts";
 import { TestUpstream } from "./_upstream.ts";
-import { checkNoDirtyHandoff, checkSequentialReuse, roundTrip } from "./_pool_checks.ts";
+import {
+  checkIdleEviction,
+  checkNoDirtyHandoff,
+  checkReuseOnFreshUpstreams,
+  checkSequentialReuse,
+  roundTrip,
+} from "./_pool_checks.ts";
 import { runFixture } from "./_subprocess.ts";
 import { runtime } from "./_runtime.ts";
 
@@ -39,39 +44,14 @@ describe(`pool on ${runtime} sockets`, () => {
     await upstream.waitForOpen(0);
   });
 
-  test("an idle connection the upstream closes or resets is evicted promptly", async () => {
-    const pool = new ConnectionPool();
-    for (const provoke of [(s: net.Socket) => s.end(), (s: net.Socket) => s.resetAndDestroy()]) {
-      const next = upstream.nextConnection();
-      const { connection } = await pool.acquire(upstream.address);
-      const server = await next;
-      pool.retain(connection);
-      const started = Date.now();
-      provoke(server);
-      while (pool.stats().idle > 0) {
-        assert.ok(Date.now() - started < 1000, "the idle connection was not evicted within 1 s");
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
-    }
-    assert.equal(pool.stats().totals.broken, 2);
-    await pool.close();
-    await upstream.waitForOpen(0);
-  });
+  test("an idle connection the upstream closes or resets is evicted promptly", () =>
+    checkIdleEviction(upstream, [(s) => s.end(), (s) => s.resetAndDestroy()]));
 
   test("bytes or FIN already sent into an idle connection are seen before reuse (600 rounds)", () =>
     checkNoDirtyHandoff(upstream, 600));
 
-  test("a Unix-socket upstream: reuse, no byte lost, no dirty handoff (300 rounds)", async () => {
-    // A fresh upstream for each check, as for the TCP ones: nextConnection() must not see old peers.
-    for (const check of [checkSequentialReuse, checkNoDirtyHandoff]) {
-      const unix = await TestUpstream.start({ mode: "echo", unix: true });
-      try {
-        await check(unix, 300);
-      } finally {
-        await unix.close();
-      }
-    }
-  });
+  test("a Unix-socket upstream: reuse, no byte lost, no dirty handoff (300 rounds)", () =>
+    checkReuseOnFreshUpstreams({ unix: true }, 300));
 
   test("connect failures carry a code, the address and the cause; nothing stays connecting", async () => {
     const pool = new ConnectionPool();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type * as tls from "node:tls";
 import { type Address, ConnectionPool, PoolError, type TlsOptions } from "../mod.ts";
 import { testCertificates } from "./_certs.ts";
-import { checkNoDirtyHandoff, checkSequentialReuse, roundTrip } from "./_pool_checks.ts";
+import { checkIdleEviction, checkReuseOnFreshUpstreams, roundTrip } from "./_pool_checks.ts";
 import { runtime } from "./_runtime.ts";
 import { TestUpstream } from "./_upstream.ts";
 import { waitUntil } from "./_async.ts";
@@ -24,31 +24,11 @@ describe(`pool over TLS on ${runtime}`, () => {
     tls: tlsOptions,
   });
 
-  test("reuse, no byte lost, no dirty or dead handoff (300 rounds)", async () => {
-    for (const check of [checkSequentialReuse, checkNoDirtyHandoff]) {
-      const fresh = await TestUpstream.start({ mode: "echo", tls: true });
-      try {
-        await check(fresh, 300);
-      } finally {
-        await fresh.close();
-      }
-    }
-  });
+  test("reuse, no byte lost, no dirty or dead handoff (300 rounds)", () =>
+    checkReuseOnFreshUpstreams({ tls: true }, 300));
 
-  test("an idle TLS connection the upstream closes is evicted without an acquire", async () => {
-    const pool = new ConnectionPool();
-    for (const provoke of [(s: tls.TLSSocket) => s.end(), (s: tls.TLSSocket) => s.destroy()]) {
-      const next = upstream.nextConnection();
-      const { connection } = await pool.acquire(upstream.address);
-      await roundTrip(connection, "hello");
-      pool.retain(connection);
-      provoke(await next as tls.TLSSocket);
-      await waitUntil(() => pool.stats().idle === 0, 1000, "eviction of the closed connection");
-    }
-    assert.equal(pool.stats().totals.broken, 2);
-    await pool.close();
-    await upstream.waitForOpen(0);
-  });
+  test("an idle TLS connection the upstream closes is evicted without an acquire", () =>
+    checkIdleEviction(upstream, [(s) => s.end(), (s) => s.destroy()]));
 
   test("connections are shared only between acquires with the same TLS options", async () => {
     const pool = new ConnectionPool();
