@@ -1,6 +1,7 @@
 // The echo upstream most benchmarks talk to, in this process, and the round
 // trip they time: write a payload, read until exactly its bytes came back.
 import * as net from "node:net";
+import * as tls from "node:tls";
 import type { ConnectionPool, UpstreamConnection } from "../mod.ts";
 
 export const PAYLOAD_BYTES = 64;
@@ -19,14 +20,16 @@ export interface EchoUpstream {
 }
 
 /**
- * Listens on 127.0.0.1 and writes back whatever arrives. `onConnection`
- * may take over a socket's data handling instead (it returns true then).
+ * Listens on 127.0.0.1 and writes back whatever arrives; with
+ * `certificate`, over TLS. `onConnection` may take over a socket's data
+ * handling instead (it returns true then).
  */
 export async function listenEcho(
   onConnection?: (socket: net.Socket) => boolean,
+  certificate?: { cert: string; key: string },
 ): Promise<EchoUpstream> {
   const sockets = new Set<net.Socket>();
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const serve = (socket: net.Socket): void => {
     socket.setNoDelay(true);
     sockets.add(socket);
     socket.on("error", () => {}); // a client that resets is not the server's problem
@@ -34,7 +37,11 @@ export async function listenEcho(
     if (onConnection?.(socket) !== true) {
       socket.on("data", (chunk: Uint8Array) => socket.write(chunk));
     }
-  });
+  };
+  const server = certificate === undefined
+    ? net.createServer({ noDelay: true }, serve)
+    : tls.createServer({ noDelay: true, ...certificate }, serve)
+      .on("tlsClientError", () => {}); // a client that gave up mid-handshake
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", 4096, () => {

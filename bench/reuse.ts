@@ -43,8 +43,6 @@ import {
   runtime,
 } from "./_report.ts";
 import { interleave, spread, type Timing } from "./_stats.ts";
-import type * as net from "node:net";
-import * as tls from "node:tls";
 import { TlsSessions } from "../src/tls_sessions.ts";
 import { testCertificates } from "../tests/_certs.ts";
 
@@ -67,25 +65,10 @@ async function startTcpEcho(): Promise<ReuseUpstream> {
 
 async function startTlsEcho(): Promise<ReuseUpstream> {
   const certificates = testCertificates();
-  const sockets = new Set<net.Socket>();
-  const server = tls.createServer({ noDelay: true, ...certificates.server }, (socket) => {
-    sockets.add(socket);
-    socket.on("error", () => {});
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("data", (chunk: Uint8Array) => socket.write(chunk));
-  });
-  server.on("tlsClientError", () => {});
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", 4096, () => resolve()));
+  const upstream = await listenEcho(undefined, certificates.server);
   return {
-    address: {
-      hostname: "127.0.0.1",
-      port: (server.address() as net.AddressInfo).port,
-      tls: { caCerts: [certificates.ca] },
-    },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
+    address: { hostname: "127.0.0.1", port: upstream.port, tls: { caCerts: [certificates.ca] } },
+    close: upstream.close,
   };
 }
 
