@@ -249,6 +249,8 @@ export class PooledSocket {
   };
 
   #onReadError = (error: unknown): void => {
+    // Our own close() ends the pending read: that is no failure of the connection.
+    if (this.phase === "closed") return;
     this.#arrive({ error: this.#fail(error, "read") });
   };
 
@@ -274,11 +276,11 @@ export class PooledSocket {
 
   #arrive(outcome: ReadOutcome): void {
     this.#reading = false;
+    if (this.phase === "closed") return;
     if ("eof" in outcome) {
       this.#ended = true;
       this.reusable = false;
     }
-    if (this.phase === "closed") return;
     if (this.phase === "idle") {
       const reason: BreakReason = "chunk" in outcome
         ? "unsolicited-bytes"
