@@ -157,13 +157,15 @@ export class Scheduler {
     if (this.#closed) reason = "pool-closed";
     else if (!socket.clean) reason = "dropped";
     else if (socket.uses >= host.policy.maxUses) reason = "max-uses";
-    this.#life.returned(socket, host, lease, reason === undefined);
+    // Decided before the return is reported, so that the event says what happens to it.
+    const verdict = reason === undefined ? this.#idleVerdict(host, socket, idleTimeout) : undefined;
+    this.#life.returned(socket, host, lease, verdict?.close === undefined && reason === undefined);
     if (reason !== undefined) {
       this.#life.close(socket, host, reason);
       this.slotFreed(host);
       return false;
     }
-    const pooled = this.#makeIdle(host, socket, idleTimeout);
+    const pooled = this.#makeIdle(host, socket, idleTimeout, verdict);
     if (pooled) this.#serveBlocked();
     else this.slotFreed(host);
     return pooled;
@@ -325,24 +327,17 @@ export class Scheduler {
   }
 
   /** Puts a socket in the idle list, or closes it if policy says so. */
-  #makeIdle(host: HostPool, socket: PooledSocket, idleTimeout: number): boolean {
-    let victim: PooledSocket | undefined;
-    let expiry: ExpireReason | undefined;
-    let reason: CloseReason = "expired";
-    if (socket.epoch < host.epoch) reason = "drained";
-    else if (idleTimeout <= 0) expiry = "idle-timeout";
-    else if (host.waiters.size === 0) {
-      if (socket.expiresAt !== Infinity && socket.expiresAt <= Date.now()) expiry = "max-lifetime";
-      else if (host.idle.length >= host.policy.maxIdlePerHost) expiry = "max-idle";
-      else if (this.#life.idleLru.size >= this.#policy.maxIdle) {
-        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
-        if (victim === undefined) expiry = "max-idle";
-      }
-    }
-    if (reason === "drained" || expiry !== undefined) {
-      this.#life.close(socket, host, reason, expiry);
+  #makeIdle(
+    host: HostPool,
+    socket: PooledSocket,
+    idleTimeout: number,
+    verdict: IdleVerdict = this.#idleVerdict(host, socket, idleTimeout),
+  ): boolean {
+    if (verdict.close !== undefined) {
+      this.#life.close(socket, host, verdict.close, verdict.expiry);
       return false;
     }
+    const victim = verdict.victim;
     // In the list before the victim goes, so that closing the victim can
     // never find this address empty and forget it.
     this.#life.toIdle(socket, host, idleTimeout);
@@ -352,6 +347,24 @@ export class Scheduler {
     this.#upkeep.warmed(host);
     if (host.waiters.size > 0) this.#turns.schedule(host, this.#life.stamps);
     return true;
+  }
+
+  // What policy says of a socket about to go idle: close it (drained, or
+  // expired by a limit), or keep it, evicting `victim` to stay within maxIdle.
+  #idleVerdict(host: HostPool, socket: PooledSocket, idleTimeout: number): IdleVerdict {
+    if (socket.epoch < host.epoch) return { close: "drained" };
+    let victim: PooledSocket | undefined;
+    let expiry: ExpireReason | undefined;
+    if (idleTimeout <= 0) expiry = "idle-timeout";
+    else if (host.waiters.size === 0) {
+      if (socket.expiresAt !== Infinity && socket.expiresAt <= Date.now()) expiry = "max-lifetime";
+      else if (host.idle.length >= host.policy.maxIdlePerHost) expiry = "max-idle";
+      else if (this.#life.idleLru.size >= this.#policy.maxIdle) {
+        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
+        if (victim === undefined) expiry = "max-idle";
+      }
+    }
+    return expiry === undefined ? { victim } : { close: "expired", expiry };
   }
 
   // ---- connects ---------------------------------------------------------------
@@ -571,6 +584,13 @@ export class Scheduler {
     if (this.#waiting > 0) this.#keepAlive.hold();
     else this.#keepAlive.release();
   }
+}
+
+/** Whether a socket may go idle: why not, or which idle socket it evicts. */
+interface IdleVerdict {
+  close?: CloseReason;
+  expiry?: ExpireReason;
+  victim?: PooledSocket;
 }
 
 function oldestSeq(host: HostPool): number {

@@ -18,6 +18,7 @@ import {
   ConnectionPool,
   type ConnectionPoolOptions,
   PoolError,
+  type PoolEvent,
   type PoolStats,
   type TcpAddress,
 } from "../mod.ts";
@@ -1141,6 +1142,37 @@ describe("pool model: reduced cases", () => {
       await pool.close();
       assert.ok(expiries < 1000, `${expiries} connections closed by policy, ${created} opened`);
       assert.ok(created <= 4, `${created} connections opened for ${addresses.length} address(es)`);
+    });
+  }
+
+  for (
+    const [what, options, retain] of [
+      ["maxIdle 0", { maxIdle: 0 }, {}],
+      ["maxIdlePerHost 0", { maxIdlePerHost: 0 }, {}],
+      ["retain({ idleTimeout: 0 })", {}, { idleTimeout: 0 }],
+      ["drain()", {}, {}],
+    ] as const
+  ) {
+    test(`${what}: the returned event says what retain() did`, async () => {
+      const transport = echoUpstreams();
+      const events: PoolEvent[] = [];
+      const pool = new ConnectionPool({
+        transport,
+        ...options,
+        onEvent: (event) => events.push(event),
+      });
+      const { connection } = await pool.acquire(A);
+      if (what === "drain()") pool.drain(A);
+      const pooled = pool.retain(connection, retain);
+      await pool.close();
+      const returned = events.find((event) => event.type === "returned");
+      const closed = events.find((event) => event.type === "closed");
+      assert.equal(pooled, false);
+      assert.deepEqual(
+        [returned?.type === "returned" && returned.retained, closed?.type],
+        [false, "closed"],
+        "the connection was closed, but the returned event said retained",
+      );
     });
   }
 });
