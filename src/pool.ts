@@ -178,9 +178,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     this.#onEvent = onEvent;
     this.#policy = resolvePolicy(options);
     this.#observer = {
-      get observed(): boolean {
-        return onEvent !== undefined || diagnostics.active;
-      },
+      observes: (type) => onEvent !== undefined || diagnostics.subscribed(type),
       emit: (event) => this.#emit(event),
     };
     this.#life = new Lifecycle(
@@ -261,7 +259,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     const stack = this.#policy.leakTimeout === Infinity
       ? ""
       : new Error("acquired here").stack ?? "";
-    return this.#scheduler.enqueue(host, signal, fresh, stack);
+    return this.#scheduler.acquire(host, signal, fresh, stack);
   }
 
   /**
