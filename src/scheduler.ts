@@ -255,7 +255,11 @@ export class Scheduler {
   /** Closes idle connections now; the others are closed when they come back. */
   drain(host: HostPool): void {
     host.epoch++;
-    for (const socket of [...host.idle]) this.#life.close(socket, host, "drained");
+    // Idle ones reserved or being validated for an acquire too: it gets
+    // another, as when validation fails. One in setup is closed once set up.
+    for (const socket of [...host.idle, ...host.reserved, ...host.validating]) {
+      this.#life.close(socket, host, "drained");
+    }
     this.slotFreed(host);
   }
 
@@ -546,6 +550,13 @@ export class Scheduler {
     }
     host.healthy = true;
     this.#upkeep.succeeded(host);
+    if (socket.epoch < host.epoch) {
+      // drain() was called while it was set up: it was opened before.
+      this.#life.close(socket, host, "drained");
+      requester?.resolve();
+      this.slotFreed(host);
+      return;
+    }
     // A waiter that an idle connection will serve after its settle turn must
     // not take this one: it goes idle (the refill or add opened it).
     const waiter = host.freshWaiters.size > 0

@@ -1175,4 +1175,80 @@ describe("pool model: reduced cases", () => {
       );
     });
   }
+
+  describe("drain() closes every connection opened before it, whatever it is doing", () => {
+    /** A gate a hook waits on; `open(value)` lets it go on. */
+    function gate<T>(): { wait: Promise<T>; open(value: T): void } {
+      let open!: (value: T) => void;
+      const wait = new Promise<T>((resolve) => open = resolve);
+      return { wait, open };
+    }
+
+    async function expectNewConnection(
+      pool: ConnectionPool,
+      events: PoolEvent[],
+      next: Promise<Acquired>,
+      drainedId: number,
+    ): Promise<void> {
+      const lease = await next;
+      pool.release(lease.connection);
+      await pool.close();
+      const closed = events.find((event) => event.type === "closed" && event.id === drainedId);
+      assert.notEqual(
+        lease.connection.id,
+        drainedId,
+        "a connection opened before drain() was handed out",
+      );
+      assert.equal(closed?.type === "closed" && closed.reason, "drained");
+    }
+
+    test("one still in setup is not handed out when its setup finishes", async () => {
+      const setupDone = gate<void>();
+      let setups = 0;
+      const events: PoolEvent[] = [];
+      const pool = new ConnectionPool({
+        transport: echoUpstreams(),
+        setup: () => ++setups === 1 ? setupDone.wait : undefined,
+        onEvent: (event) => events.push(event),
+      });
+      const next = pool.acquire(A);
+      await sleep(5);
+      assert.equal(pool.stats().settingUp, 1);
+      pool.drain(A);
+      setupDone.open();
+      await expectNewConnection(pool, events, next, 1);
+    });
+
+    test("one being validated is not handed out when validate says yes", async () => {
+      const verdict = gate<boolean>();
+      const events: PoolEvent[] = [];
+      const pool = new ConnectionPool({
+        transport: echoUpstreams(),
+        validate: () => verdict.wait,
+        validateAfter: 0,
+        onEvent: (event) => events.push(event),
+      });
+      const first = await pool.acquire(A);
+      pool.retain(first.connection);
+      const next = pool.acquire(A);
+      await sleep(5);
+      assert.equal(pool.stats().validating, 1);
+      pool.drain(A);
+      verdict.open(true);
+      await expectNewConnection(pool, events, next, first.connection.id);
+    });
+
+    test("one taken for an acquire during its settle turn is not handed out", async () => {
+      const events: PoolEvent[] = [];
+      const pool = new ConnectionPool({
+        transport: echoUpstreams(),
+        onEvent: (event) => events.push(event),
+      });
+      const first = await pool.acquire(A);
+      pool.retain(first.connection);
+      const next = pool.acquire(A);
+      pool.drain(A);
+      await expectNewConnection(pool, events, next, first.connection.id);
+    });
+  });
 });
