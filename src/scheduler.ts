@@ -42,6 +42,8 @@ export class Scheduler {
   readonly #deadlines: AcquireDeadlines = new AcquireDeadlines((waiter) => this.#timeOut(waiter));
   /** Keeps the process alive while acquires wait. */
   readonly #keepAlive: KeepAlive = new KeepAlive();
+  /** Waiters taken out of line while validate checks a connection for them (close() rejects them). */
+  readonly #validatingFor: Map<PooledSocket, Waiter> = new Map();
   /** Addresses whose waiters maxTotal holds back. */
   readonly #blocked: Set<HostPool> = new Set();
   /** Acquires not yet settled, all addresses. */
@@ -255,9 +257,9 @@ export class Scheduler {
   /** Closes idle connections now; the others are closed when they come back. */
   drain(host: HostPool): void {
     host.epoch++;
-    // Idle ones reserved or being validated for an acquire too: it gets
-    // another, as when validation fails. One in setup is closed once set up.
-    for (const socket of [...host.idle, ...host.reserved, ...host.validating]) {
+    // Idle ones reserved for an acquire's settle turn too: it gets another.
+    // One being set up or validated is closed when that is over.
+    for (const socket of [...host.idle, ...host.reserved]) {
       this.#life.close(socket, host, "drained");
     }
     this.slotFreed(host);
@@ -290,6 +292,13 @@ export class Scheduler {
         this.#settleWaiter(waiter).reject(closedError(host.address.key));
       }
       for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
+      for (const socket of host.validating) {
+        const waiter = this.#validatingFor.get(socket);
+        if (waiter === undefined || waiter.done) continue;
+        waiter.validating = false;
+        host.waitersValidating--;
+        this.#settleWaiter(waiter).reject(closedError(host.address.key));
+      }
       // Hooks still running on a connection see it closed and give up.
       for (
         const socket of [...host.idle, ...host.reserved, ...host.settingUp, ...host.validating]
@@ -349,15 +358,21 @@ export class Scheduler {
     this.#life.toValidating(socket, host, check);
     host.waitersValidating++;
     waiter.validating = true;
+    this.#validatingFor.set(socket, waiter);
     runValidate(host.policy, check, socket).then((ok) => {
+      this.#validatingFor.delete(socket);
       if (waiter.validating) {
         waiter.validating = false;
         host.waitersValidating--;
       }
-      if (socket.phase !== "validating" || !ok) {
-        // Closed meanwhile (the pool was closed, say), or failed: the waiter
-        // goes back to the head of its line for the next idle or new one.
-        if (socket.phase === "validating") this.#life.close(socket, host, "validation-failed");
+      const drained = socket.epoch < host.epoch;
+      if (socket.phase !== "validating" || !ok || drained) {
+        // Closed meanwhile (the pool was closed, say), failed, or drain()
+        // was called meanwhile: the waiter goes back to the head of its line
+        // for the next idle or new one.
+        if (socket.phase === "validating") {
+          this.#life.close(socket, host, ok ? "drained" : "validation-failed");
+        }
         if (!waiter.done) {
           if (this.#closed) this.#settleWaiter(waiter).reject(closedError(host.address.key));
           else host.waiters.unshift(waiter);

@@ -1251,4 +1251,29 @@ describe("pool model: reduced cases", () => {
       await expectNewConnection(pool, events, next, first.connection.id);
     });
   });
+
+  test("close() rejects at once an acquire whose connection validate is checking", async () => {
+    let answer = (_: boolean): void => {};
+    const pool = new ConnectionPool({
+      transport: echoUpstreams(),
+      validate: () => new Promise<boolean>((resolve) => answer = resolve),
+      validateAfter: 0,
+    });
+    const first = await pool.acquire(A);
+    pool.retain(first.connection);
+    const next = pool.acquire(A);
+    const outcome = next.then(() => "served", (error) => error);
+    await sleep(5);
+    assert.equal(pool.stats().validating, 1);
+    const closed = pool.close();
+    const waiting = pool.stats().waiting;
+    const settled = await Promise.race([outcome, sleep(100).then(() => "still waiting")]);
+    answer(true); // lets the hook finish, too late
+    await closed;
+    assert.equal(waiting, 0, "the acquire still counted as waiting after close()");
+    assert.ok(
+      settled instanceof PoolError && settled.code === "POOL_CLOSED",
+      `the acquire was not rejected by close(): ${settled}`,
+    );
+  });
 });
