@@ -82,7 +82,9 @@ export class Scheduler {
     if (
       !fresh && host.waiters.size === 0 && host.idle.length > 0 &&
       (host.policy.validate === undefined ||
-        arrived - host.idle[host.idle.length - 1]!.idleSince < host.policy.validateAfter)
+        // The socket #takeAtOnce will pick: the newest idle one, or the oldest for "fifo".
+        arrived - host.idle[this.#policy.order === "lifo" ? host.idle.length - 1 : 0]!.idleSince <
+          host.policy.validateAfter)
     ) {
       return this.#takeAtOnce(host, signal, ticket);
     }

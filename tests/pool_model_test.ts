@@ -1276,4 +1276,29 @@ describe("pool model: reduced cases", () => {
       `the acquire was not rejected by close(): ${settled}`,
     );
   });
+
+  test('order "fifo": a connection idle past validateAfter is validated, nobody in line or not', async () => {
+    let validations = 0;
+    const pool = new ConnectionPool({
+      transport: echoUpstreams(),
+      order: "fifo",
+      validate: () => {
+        validations++;
+        return true;
+      },
+      validateAfter: 50,
+    });
+    const first = await pool.acquire(A);
+    const second = await pool.acquire(A);
+    pool.retain(first.connection);
+    await sleep(60);
+    pool.retain(second.connection);
+    // "fifo" hands out the connection idle the longest: past validateAfter.
+    const next = await pool.acquire(A);
+    pool.release(next.connection);
+    await pool.close();
+    assert.equal(next.connection.id, first.connection.id);
+    assert.ok(next.idleMs >= 50, `idle ${next.idleMs} ms`);
+    assert.equal(validations, 1, "handed out without validate");
+  });
 });
