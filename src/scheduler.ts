@@ -370,14 +370,15 @@ export class Scheduler {
       const drained = socket.epoch < host.epoch;
       if (socket.phase !== "validating" || !ok || drained) {
         // Closed meanwhile (the pool was closed, say), failed, or drain()
-        // was called meanwhile: the waiter goes back to the head of its line
-        // for the next idle or new one.
+        // was called meanwhile: the waiter goes back to its place in line
+        // (by arrival: the head, unless an older one came back too) for the
+        // next idle or new one.
         if (socket.phase === "validating") {
           this.#life.close(socket, host, ok ? "drained" : "validation-failed");
         }
         if (!waiter.done) {
           if (this.#closed) this.#settleWaiter(waiter).reject(closedError(host.address.key));
-          else host.waiters.unshift(waiter);
+          else host.waiters.insert(waiter);
         }
         this.slotFreed(host);
         return;

@@ -1301,4 +1301,43 @@ describe("pool model: reduced cases", () => {
     assert.ok(next.idleMs >= 50, `idle ${next.idleMs} ms`);
     assert.equal(validations, 1, "handed out without validate");
   });
+
+  test("waiters whose connections fail validation one after the other keep their order", async () => {
+    const transport = new MemoryTransport();
+    const held: (() => void)[] = [];
+    let holding = false;
+    transport.listen(A, (peer) => peer.echo(), {
+      accept: () => holding ? new Promise<void>((open) => held.push(open)) : undefined,
+    });
+    const verdicts: ((ok: boolean) => void)[] = [];
+    const pool = new ConnectionPool({
+      transport,
+      maxPerHost: 2,
+      validate: () => new Promise<boolean>((resolve) => verdicts.push(resolve)),
+      validateAfter: 0,
+    });
+    const first = await pool.acquire(A);
+    const second = await pool.acquire(A);
+    const served: string[] = [];
+    const older = pool.acquire(A).then((lease) => (served.push("older"), lease));
+    const newer = pool.acquire(A).then((lease) => (served.push("newer"), lease));
+    holding = true; // the connects that replace the failed ones wait
+    pool.retain(first.connection);
+    await sleep(5);
+    pool.retain(second.connection);
+    await sleep(5);
+    assert.equal(verdicts.length, 2, "both connections are being validated");
+    verdicts[0]!(false); // the older waiter's connection fails first...
+    await sleep(5);
+    verdicts[1]!(false); // ...then the newer one's
+    await sleep(5);
+    held.shift()!(); // one new connection: it is the older waiter's
+    const lease = await Promise.race([older, newer]);
+    held.shift()?.();
+    const other = await (lease === (await older) ? newer : older);
+    pool.release(lease.connection);
+    pool.release(other.connection);
+    await pool.close();
+    assert.deepEqual(served, ["older", "newer"]);
+  });
 });
