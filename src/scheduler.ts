@@ -114,6 +114,9 @@ export class Scheduler {
       }
       if (signal?.aborted) {
         this.#life.unreserve(socket, host);
+        // Connections retained meanwhile found it gone from the idle list:
+        // with it back, the idle limits may be exceeded.
+        if (host.waiters.size === 0) this.#trimIdle(host);
         this.dispatch(host);
         throw signal.reason;
       }

@@ -1340,4 +1340,22 @@ describe("pool model: reduced cases", () => {
     await pool.close();
     assert.deepEqual(served, ["older", "newer"]);
   });
+
+  for (const limit of [{ maxIdlePerHost: 1 }, { maxIdle: 1 }]) {
+    test(`${JSON.stringify(limit)}: an aborted acquire's idle connection comes back within the limit`, async () => {
+      const pool = new ConnectionPool({ transport: echoUpstreams(), ...limit });
+      const first = await pool.acquire(A);
+      const second = await pool.acquire(A);
+      pool.retain(first.connection);
+      const controller = new AbortController();
+      // Nobody in line: it takes the idle connection at once, for its settle turn.
+      const aborted = pool.acquire(A, { signal: controller.signal });
+      controller.abort(new Error("the caller went away"));
+      pool.retain(second.connection);
+      await assert.rejects(aborted, /the caller went away/);
+      const { idle } = pool.stats();
+      await pool.close();
+      assert.equal(idle, 1, `${idle} idle connections, ${JSON.stringify(limit)}`);
+    });
+  }
 });
