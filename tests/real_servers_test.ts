@@ -1,8 +1,9 @@
 // The pool against real upstreams that nobody here wrote: nginx, redis and
 // memcached from Debian packages (`.ci/run` installs them). Each runs on a
 // free port of 127.0.0.1 with a config written here and a 1 s idle timeout,
-// and is stopped after. The servers are checked at the same time, so their
-// waits overlap. Servers' versions and the numbers of each run are
+// and is stopped after; a second redis also requires a password and has 4
+// databases, for the driver hooks. The servers are checked at the same time,
+// so their waits overlap. Servers' versions and the numbers of each run are
 // logged; the README lists what was tested against which version.
 import { after, before, describe, test } from "node:test";
 import { runtime } from "./_runtime.ts";
@@ -10,6 +11,7 @@ import type { RealServer } from "./_servers/real_server.ts";
 import { startMemcached } from "./_servers/memcached.ts";
 import { startNginx } from "./_servers/nginx.ts";
 import { startRedis } from "./_servers/redis.ts";
+import { checkSetupOnEveryConnection } from "./_servers/redis_setup.ts";
 import {
   checkIdleClosesSeen,
   checkRandomIdleGaps,
@@ -29,6 +31,7 @@ import {
  * to 570 ms) and in none of 9 alone; 250 ms, alone, in none of 10.
  */
 const NGINX_DEADLINE_MARGIN = 250;
+const REDIS_PASSWORD = "upstream-pool-test-password";
 
 /** Runs `check` on every server at once; logs each one's summary. */
 async function onEachServer(
@@ -57,20 +60,25 @@ const LONG = { timeout: 60_000 };
 
 describe("real servers: nginx, redis, memcached", () => {
   const servers: RealServer[] = [];
+  let redisAuth: RealServer | undefined;
 
   before(async () => {
     const started = await Promise.allSettled([
       startNginx(),
       startRedis(),
       startMemcached(),
+      startRedis({ password: REDIS_PASSWORD, databases: 4 }),
     ]);
     for (const result of started) if (result.status === "fulfilled") servers.push(result.value);
     for (const result of started) if (result.status === "rejected") throw result.reason;
-    for (const server of servers) console.log(`  ${server.name}: ${server.version}`);
+    redisAuth = servers.pop();
+    for (const server of [...servers, redisAuth!]) {
+      console.log(`  ${server.name}: ${server.version}`);
+    }
   });
 
   after(async () => {
-    await Promise.all(servers.map((server) => server.close()));
+    await Promise.all([...servers, ...redisAuth ? [redisAuth] : []].map((s) => s.close()));
   });
 
   // The checks that mostly wait start with the first test, so that their
@@ -85,6 +93,14 @@ describe("real servers: nginx, redis, memcached", () => {
       const idleDeadline = nginx.idleClose.min - NGINX_DEADLINE_MARGIN;
       return checkRandomIdleGaps(nginx, { ...aroundTimeout(nginx), idleDeadline });
     },
+    setup: (): Promise<string> =>
+      checkSetupOnEveryConnection(redisAuth!, {
+        password: REDIS_PASSWORD,
+        databases: 4,
+        requests: 2000,
+        bursts: 2,
+        concurrency: 16,
+      }),
   };
   function startEarly(name: keyof typeof checks): void {
     const running = checks[name]();
@@ -97,6 +113,7 @@ describe("real servers: nginx, redis, memcached", () => {
 
   test("idle connections the server closes leave the pool by the idle read", LONG, async () => {
     startEarly("deadline");
+    startEarly("setup");
     await onEachServer(servers, (server) => checkIdleClosesSeen(server));
   });
 
@@ -107,6 +124,15 @@ describe("real servers: nginx, redis, memcached", () => {
     async () => {
       const nginx = servers.find((server) => server.name === "nginx")!;
       await onEachServer([nginx], () => awaitEarly("deadline"));
+    },
+  );
+
+  test(
+    "redis with requirepass and 4 databases: setup authenticates and selects on every " +
+      "connection, warm() and minIdlePerHost ones too, before its first command",
+    LONG,
+    async () => {
+      await onEachServer([redisAuth!], () => awaitEarly("setup"));
     },
   );
 
