@@ -99,8 +99,8 @@ export function checkBorrowed<State>(
 /** Checks exchange()'s function and options. */
 export function checkExchange(
   run: unknown,
-  options: { idempotent?: boolean; signal?: AbortSignal },
-): { idempotent: boolean; signal: AbortSignal | undefined } {
+  options: { idempotent?: boolean; signal?: AbortSignal; idleTimeout?: number },
+): { idempotent: boolean; signal: AbortSignal | undefined; idleTimeout: number | undefined } {
   if (typeof run !== "function") {
     throw new TypeError(`Invalid exchange: expected a function, got ${show(run)}`);
   }
@@ -113,24 +113,31 @@ export function checkExchange(
       `Invalid exchange option idempotent: expected a boolean, got ${show(idempotent)}`,
     );
   }
-  return { idempotent, signal: checkSignal(options) };
+  return {
+    idempotent,
+    signal: checkSignal(options),
+    idleTimeout: checkRetainOptions(options, "exchange"),
+  };
 }
 
 /** Checks retain()'s options and returns the idle deadline asked for, if any. */
-export function checkRetainOptions(options: { idleTimeout?: number }): number | undefined {
+export function checkRetainOptions(
+  options: { idleTimeout?: number },
+  what = "retain",
+): number | undefined {
   if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid retain options: expected an object, got ${show(options)}`);
+    throw new TypeError(`Invalid ${what} options: expected an object, got ${show(options)}`);
   }
   const { idleTimeout } = options;
   if (idleTimeout === undefined) return undefined;
   if (typeof idleTimeout !== "number") {
     throw new TypeError(
-      `Invalid retain option idleTimeout: expected a number, got ${show(idleTimeout)}`,
+      `Invalid ${what} option idleTimeout: expected a number, got ${show(idleTimeout)}`,
     );
   }
   if (Number.isNaN(idleTimeout) || idleTimeout < 0) {
     throw new RangeError(
-      `Invalid retain option idleTimeout: expected milliseconds >= 0, got ${idleTimeout}`,
+      `Invalid ${what} option idleTimeout: expected milliseconds >= 0, got ${idleTimeout}`,
     );
   }
   return idleTimeout;

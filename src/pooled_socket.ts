@@ -35,9 +35,10 @@ export interface SocketOwner {
 
 /**
  * Where a connection is in its life. Connects in progress have no socket
- * yet (the address counts them); `closed` is final.
+ * yet (the address counts them); `closed` is final. `reserved` is idle but
+ * promised to an acquire that waits for its settle turn: still watched.
  */
-export type Phase = "setting-up" | "idle" | "validating" | "borrowed" | "closed";
+export type Phase = "setting-up" | "idle" | "reserved" | "validating" | "borrowed" | "closed";
 
 export class PooledSocket {
   /** Unique within the pool, stable for the life of the connection. */
@@ -281,7 +282,7 @@ export class PooledSocket {
       this.#ended = true;
       this.reusable = false;
     }
-    if (this.phase === "idle") {
+    if (this.phase === "idle" || this.phase === "reserved") {
       const reason: BreakReason = "chunk" in outcome
         ? "unsolicited-bytes"
         : "eof" in outcome
