@@ -95,13 +95,19 @@ function parseSsTime(text: string): { ms: number; resolutionMs: number } | undef
   };
 }
 
-/** The established TCP sockets whose local port is in `ports`, by port. */
-async function socketTimers(ports: number[]): Promise<Map<number, SocketTimer>> {
+/**
+ * The established TCP sockets to `peerPort` whose local port is in `ports`,
+ * by local port. (A local port is unique only per peer: other tests' sockets
+ * to other peers may have the same one.)
+ */
+async function socketTimers(ports: number[], peerPort: number): Promise<Map<number, SocketTimer>> {
+  const portOf = (endpoint: string): number =>
+    Number(endpoint.slice(endpoint.lastIndexOf(":") + 1));
   const found = new Map<number, SocketTimer>();
   for (const line of (await run("ss", ["-tnoeH", "state", "established"])).split("\n")) {
-    const local = line.trim().split(/\s+/)[2] ?? "";
-    const port = Number(local.slice(local.lastIndexOf(":") + 1));
-    if (!ports.includes(port)) continue;
+    const [, , local = "", peer = ""] = line.trim().split(/\s+/);
+    const port = portOf(local);
+    if (!ports.includes(port) || portOf(peer) !== peerPort) continue;
     const timer = /timer:\(keepalive,([^,]+),\d+\)/.exec(line)?.[1];
     const left = timer === undefined ? undefined : parseSsTime(timer);
     found.set(port, {
@@ -137,12 +143,13 @@ async function pooledSocketTimers(
     // The server counts a TLS connection once its side of the handshake is done, maybe later.
     for (let i = 0; i < 100 && upstream.open.size < 2; i++) await delay(20);
     const ports = [...upstream.open].map((socket) => socket.remotePort!);
-    let timers = await socketTimers(ports);
+    const upstreamPort = (upstream.address as { port: number }).port;
+    let timers = await socketTimers(ports, upstreamPort);
     // A socket with data in flight shows its retransmit timer instead, briefly.
     const until = Date.now() + 2_000;
     while (Date.now() < until && !ports.every((port) => expect(timers.get(port)))) {
       await delay(50);
-      timers = await socketTimers(ports);
+      timers = await socketTimers(ports, upstreamPort);
     }
     assert.equal(timers.size, 2, `ss did not list the pooled sockets ${ports.join(", ")}`);
     return ports.map((port) => timers.get(port)!);
