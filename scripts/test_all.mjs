@@ -4,12 +4,15 @@
 // started with and on each Node pinned in package.json (node22, node24,
 // node26: scripts/_node_versions.mjs), each its own group. Where Node strips
 // types (22.18 and later), it also runs the demo from the TypeScript sources.
+// First, the servers the tests start and npm cannot install are installed
+// where that can work (scripts/install_servers.mjs).
 //
 // Steps run one after another (CI has two cores) and a failure does not stop
 // the rest, so the summary is always complete. Each check counts as one test;
 // each suite counts its leaf tests (a `describe` block is not a test). A
-// pinned Node that is not installed (npm skips them on other platforms) is
-// skipped, and listed at the end; under CI=true it is a failure. The last line is
+// pinned Node that is not installed (npm skips them on other platforms) and
+// real-server tests without their servers are skipped, and listed at the
+// end; under CI=true either is a failure. The last line is
 // `tests: N passed, M failed` (`, K skipped` if any); the exit code is 1 if
 // anything failed or a suite ran no test.
 //
@@ -23,6 +26,7 @@ import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { countBun, countDenoJunit, countTap } from "./_test_counts.mjs";
 import { nodeVersion, pinnedNodes, startingNode, stripsTypes } from "./_node_versions.mjs";
+import { installServers } from "./install_servers.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const stepTimeoutMs = Number(process.env.TEST_STEP_TIMEOUT_S ?? 900) * 1000;
@@ -224,6 +228,24 @@ console.log(
 );
 if (strays.length > 0) {
   console.log(`warning: not run (the suite is tests/**/*_test.ts): ${strays.join(", ")}`);
+}
+
+const suitesWanted = ["deno", "bun", ...nodes.map((node) => node.name)].some(wanted);
+if (suitesWanted) {
+  // Before anything else: an install's output should not land mid-suite.
+  console.log("\n━━ test servers (scripts/install_servers.mjs)");
+  const installStarted = performance.now();
+  const servers = installServers({ env });
+  const seconds = (performance.now() - installStarted) / 1000;
+  if (servers.missing.length === 0) {
+    console.log(`test servers: all present${servers.installed.length ? " (installed now)" : ""}`);
+  } else {
+    const names = servers.missing.map(({ program }) => program).join(", ");
+    const why = `${names} missing (${servers.why}): ${servers.command}`;
+    // Under CI the suites fail on it too; this says why in the summary.
+    if (ci) record("checks", "test servers", { passed: 0, failed: 1 }, seconds, why);
+    else skips.push(`real-server tests on every runtime: ${why}`);
+  }
 }
 
 if (wanted("checks")) {
