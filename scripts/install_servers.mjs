@@ -86,7 +86,7 @@ export function installServers({ env = process.env, log = console.log, install =
   const missingNow = () => TEST_PROGRAMS.filter(({ program }) => !findProgram(program, env));
   let missing = missingNow();
   if (missing.length === 0) return { missing, installed: [], why: undefined, command: "" };
-  const packages = missing.map(({ debianPackage }) => debianPackage);
+  const packages = [...new Set(missing.map(({ debianPackage }) => debianPackage))];
   log(`test servers: missing ${missing.map(({ program }) => program).join(", ")}`);
   let why = install ? whyNoInstall(env) : "not asked to install (--check)";
   if (why === undefined) {
