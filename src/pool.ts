@@ -19,7 +19,7 @@ import { type BreakReason, PooledSocket, type SocketOwner } from "./pooled_socke
 import { type Handout, SettleTurns } from "./settle_turns.ts";
 import type { PoolCounts, PoolStats, PoolTotals } from "./stats.ts";
 import type { Transport, TransportConnection } from "./transports/transport.ts";
-import { KeepAlive, unrefTimeout } from "./_timers.ts";
+import { KeepAlive, longTimeout, unrefTimeout } from "./_timers.ts";
 import {
   checkBorrowed,
   checkCloseTimeout,
@@ -478,7 +478,7 @@ export class ConnectionPool implements AsyncDisposable {
     await this.#connector.allSettled();
     if (timeout === undefined || this.#size === 0) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = longTimeout(() => {
         this.#allReturned = undefined;
         resolve();
       }, timeout);
