@@ -5,7 +5,14 @@
 import { Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
-import { show } from "./options.ts";
+import type { PoolPolicyOptions, Snapshot } from "./options.ts";
+import {
+  ACQUIRE_OPTION_KEYS,
+  checkKnownKeys,
+  CLOSE_OPTION_KEYS,
+  POOL_OPTION_KEYS,
+} from "./_known_keys.ts";
+import { show } from "./_show.ts";
 import type { Transport } from "./transports/transport.ts";
 
 /** The constructor options that are not policy: how to connect and whom to tell. */
@@ -14,12 +21,17 @@ export interface PoolHooks {
   onEvent?: (event: PoolEvent) => void;
 }
 
-/** Checks the constructor's options object and its transport and event hook. */
-export function checkPoolHooks(options: PoolHooks): PoolHooks {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
-  }
-  const { transport, onEvent } = options;
+/**
+ * Checks the constructor's options object: a plain object with known keys
+ * only, read once. Returns the transport and event hook, checked, and the
+ * snapshot for `resolvePolicy` to check the policy from.
+ */
+export function checkPoolHooks(
+  options: PoolHooks & PoolPolicyOptions,
+): PoolHooks & { policy: Snapshot<PoolPolicyOptions> } {
+  const snapshot = checkKnownKeys(options, POOL_OPTION_KEYS, "pool options");
+  const transport = snapshot.transport as Transport | undefined;
+  const onEvent = snapshot.onEvent;
   if (transport !== undefined) {
     if (
       transport === null || typeof transport !== "object" ||
@@ -33,30 +45,24 @@ export function checkPoolHooks(options: PoolHooks): PoolHooks {
   if (onEvent !== undefined && typeof onEvent !== "function") {
     throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
   }
-  return { transport, onEvent };
+  return { transport, onEvent: onEvent as PoolHooks["onEvent"], policy: snapshot };
 }
 
 /** Checks acquire()'s options and returns its abort signal, if any. */
 export function checkSignal(options: { signal?: AbortSignal }): AbortSignal | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid acquire options: expected an object, got ${typeof options}`);
-  }
-  const { signal } = options;
+  const { signal } = checkKnownKeys(options, ACQUIRE_OPTION_KEYS, "acquire options");
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
   }
-  return signal;
+  return signal as AbortSignal | undefined;
 }
 
 /** Checks close()'s options and returns its timeout in ms, if any. */
 export function checkCloseTimeout(options: { timeout?: number }): number | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
-  }
-  const { timeout } = options;
+  const { timeout } = checkKnownKeys(options, CLOSE_OPTION_KEYS, "close options");
   if (timeout === undefined) return undefined;
   if (typeof timeout !== "number") {
-    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
+    throw new TypeError(`Invalid close option timeout: expected a number, got ${show(timeout)}`);
   }
   if (Number.isNaN(timeout) || timeout < 0) {
     throw new RangeError(
@@ -77,7 +83,7 @@ export function checkBorrowed(
 ): Lease {
   if (connection === null || typeof connection !== "object") {
     throw new TypeError(
-      `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
+      `Cannot ${verb}: expected a connection from acquire(), got ${show(connection)}`,
     );
   }
   if (!(connection instanceof Lease) || connection.owner !== owner) {

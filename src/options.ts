@@ -5,6 +5,8 @@
  * @module
  */
 import { type Address, resolveAddress } from "./address.ts";
+import { checkKnownKeys, PER_ADDRESS_KEYS } from "./_known_keys.ts";
+import { show } from "./_show.ts";
 
 /**
  * Options that can differ per upstream address (see
@@ -176,16 +178,6 @@ const ADDRESS_DEFAULTS: AddressPolicy = {
 
 type Kind = "count>=1" | "count>=0" | "ms";
 
-/** A value as an error message shows it: strings quoted, objects by kind. */
-export function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (value === null) return "null";
-  if (typeof value === "object" || typeof value === "function") {
-    return Array.isArray(value) ? "an array" : `${typeof value}`;
-  }
-  return String(value);
-}
-
 const ADDRESS_FIELDS: Record<keyof AddressPolicy, Kind> = {
   maxPerHost: "count>=1",
   maxIdlePerHost: "count>=0",
@@ -210,13 +202,16 @@ function checkNumber(option: string, value: unknown, kind: Kind): number {
     const expected = count
       ? `an integer of at least ${min}, or Infinity`
       : "a positive number of milliseconds, or Infinity";
-    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${value}`);
+    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${show(value)}`);
   }
   return value;
 }
 
+/** Options as read once from the caller's object: own properties only, values unchecked. */
+export type Snapshot<T> = { [K in keyof T]?: unknown };
+
 function resolveAddressPolicy(
-  options: AddressPolicyOptions,
+  options: Snapshot<AddressPolicyOptions>,
   base: AddressPolicy,
   prefix: string,
 ): AddressPolicy {
@@ -240,12 +235,14 @@ function resolveAddressPolicy(
 }
 
 /**
- * Checks the policy options and fills in the defaults.
+ * Checks the policy options and fills in the defaults. `options` is a
+ * snapshot of the caller's object (see `checkKnownKeys`), whose names are
+ * already known to be options.
  *
  * @throws {TypeError} If an option has the wrong type.
  * @throws {RangeError} If an option is out of range.
  */
-export function resolvePolicy(options: PoolPolicyOptions): PoolPolicy {
+export function resolvePolicy(options: Snapshot<PoolPolicyOptions>): PoolPolicy {
   const defaults = resolveAddressPolicy(options, ADDRESS_DEFAULTS, "");
   const order = options.order ?? "lifo";
   if (order !== "lifo" && order !== "fifo") {
@@ -254,23 +251,17 @@ export function resolvePolicy(options: PoolPolicyOptions): PoolPolicy {
     );
   }
   const perAddress = new Map<string, AddressPolicy>();
-  const overrides = options.perAddress ?? [];
-  if (!Array.isArray(overrides)) {
+  const given = options.perAddress ?? [];
+  if (!Array.isArray(given)) {
     throw new TypeError(
-      `Invalid pool option perAddress: expected an array of { address, ... }, got ${
-        show(overrides)
-      }`,
+      `Invalid pool option perAddress: expected an array of { address, ... }, got ${show(given)}`,
     );
   }
-  for (const [i, override] of overrides.entries()) {
-    if (override === null || typeof override !== "object") {
-      throw new TypeError(
-        `Invalid pool option perAddress[${i}]: expected an object, got ${show(override)}`,
-      );
-    }
+  for (const [i, entry] of [...given].entries()) {
+    const override = checkKnownKeys(entry, PER_ADDRESS_KEYS, `pool option perAddress[${i}]`);
     let key: string;
     try {
-      key = resolveAddress(override.address).key;
+      key = resolveAddress(override.address as Address).key;
     } catch (error) {
       const ErrorType = error instanceof RangeError ? RangeError : TypeError;
       throw new ErrorType(

@@ -177,11 +177,11 @@ export class ConnectionPool implements AsyncDisposable {
    * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions = {}) {
-    const { transport, onEvent } = checkPoolHooks(options);
+    const { transport, onEvent, policy } = checkPoolHooks(options);
     this.#connector = new Connector(transport);
     this.#turns = new SettleTurns(this.#connector, (handout) => this.#handOut(handout));
     this.#onEvent = onEvent;
-    this.#policy = resolvePolicy(options);
+    this.#policy = resolvePolicy(policy);
     if (this.#policy.leakTimeout !== Infinity) {
       this.#leaks = new LeakWatch(
         this.#policy.leakTimeout,
