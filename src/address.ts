@@ -15,7 +15,11 @@
  * ```
  */
 export interface TcpAddress {
-  /** Host name or IP address. IPv6 may be bracketed (`"[::1]"`); case does not matter. */
+  /**
+   * Host name (at most 253 characters), dotted-quad IPv4 or IPv6 address.
+   * IPv6 may be bracketed (`"[::1]"`) and, if link-local, have a zone id
+   * naming an interface (`"fe80::1%eth0"`); case does not matter.
+   */
   hostname: string;
   /** TCP port, 1 to 65535. A decimal string such as `"6379"` is accepted too. */
   port: number | string;
@@ -119,8 +123,9 @@ export interface ResolvedTcpAddress {
    * are equal. Readable on purpose (`"127.0.0.1:6379"`, `"[::1]:80"`,
    * `"tls:db.internal:5432"`): it is also the name of the address in
    * `stats()`. A TLS key lists every option that differs from the defaults;
-   * certificates appear as numbers, equal for equal PEM text
-   * (`"tls:10.0.0.7:5433?sni=db.internal&ca=1"`).
+   * certificates and keys appear as the SHA-256 of their PEM text, equal
+   * for equal text in every pool and process
+   * (`"tls:10.0.0.7:5433?sni=db.internal&ca=CSTwVH2-K4tC-JqFqeekS9BBOh9lyUEWjJ9nAF9BX_Q"`).
    */
   readonly key: string;
 }
@@ -300,8 +305,8 @@ function checkPath(path: unknown): string {
   if (path === "" || path.includes("\0")) {
     throw new TypeError(`Invalid address: path ${quote(path)} is not a socket path`);
   }
-  // Runtimes differ past the limit (Deno and Bun: EINVAL; Node 20: ENOENT
-  // after cutting the path short; Node 24: EINVAL), so it is checked here.
+  // Runtimes differ past the limit (Deno, Bun and Node 24: EINVAL; Node 20:
+  // ENOENT), so it is checked here.
   const bytes = path.length > MAX_SOCKET_PATH_BYTES ? encoder.encode(path).length : 0;
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new RangeError(
