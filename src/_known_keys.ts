@@ -113,6 +113,8 @@ const SYNONYMS: ReadonlyMap<string, string> = new Map([
   ["rejectunauthorized", "verify"],
 ]);
 
+const EMPTY = Object.freeze(Object.create(null));
+
 /** Unknown names longer than this get no "did you mean": the search is quadratic. */
 const MAX_SUGGESTED_LENGTH = 64;
 
@@ -139,6 +141,8 @@ export function checkKnownKeys<T>(
     throw new TypeError(`Invalid ${what}: expected a plain object, got ${show(value)}`);
   }
   const names = Object.getOwnPropertyNames(value);
+  // The common `acquire(address)`, with its default `{}`: nothing to copy.
+  if (names.length === 0) return EMPTY;
   for (const name of names) {
     if (!known.names.has(name as keyof T & string)) throw unknownKey(name, known, what);
   }
