@@ -10,7 +10,9 @@ import {
   ACQUIRE_OPTION_KEYS,
   checkKnownKeys,
   CLOSE_OPTION_KEYS,
+  EXCHANGE_OPTION_KEYS,
   POOL_OPTION_KEYS,
+  RETAIN_OPTION_KEYS,
 } from "./_known_keys.ts";
 import { show } from "./_show.ts";
 import type { Transport } from "./transports/transport.ts";
@@ -27,8 +29,10 @@ export interface PoolHooks {
  * snapshot for `resolvePolicy` to check the policy from.
  */
 export function checkPoolHooks(
-  options: PoolHooks & PoolPolicyOptions,
-): PoolHooks & { policy: Snapshot<PoolPolicyOptions> } {
+  // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
+  options: PoolHooks & PoolPolicyOptions<any>,
+  // deno-lint-ignore no-explicit-any -- likewise
+): PoolHooks & { policy: Snapshot<PoolPolicyOptions<any>> } {
   const snapshot = checkKnownKeys(options, POOL_OPTION_KEYS, "pool options");
   const transport = snapshot.transport as Transport | undefined;
   const onEvent = snapshot.onEvent;
@@ -51,10 +55,16 @@ export function checkPoolHooks(
 /** Checks acquire()'s options and returns its abort signal, if any. */
 export function checkSignal(options: { signal?: AbortSignal }): AbortSignal | undefined {
   const { signal } = checkKnownKeys(options, ACQUIRE_OPTION_KEYS, "acquire options");
+  return signalOption(signal, "acquire");
+}
+
+function signalOption(signal: unknown, what: string): AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
+    throw new TypeError(
+      `Invalid ${what} option signal: expected an AbortSignal, got ${show(signal)}`,
+    );
   }
-  return signal as AbortSignal | undefined;
+  return signal;
 }
 
 /** Checks close()'s options and returns its timeout in ms, if any. */
@@ -76,8 +86,8 @@ export function checkCloseTimeout(options: { timeout?: number }): number | undef
  * Checks a connection given back to `retain` or `release` (the `verb`): it
  * must be a lease of `owner`'s that is still out.
  */
-export function checkBorrowed(
-  connection: UpstreamConnection,
+export function checkBorrowed<State>(
+  connection: UpstreamConnection<State>,
   owner: LeaseOwner,
   verb: string,
 ): Lease {
@@ -92,7 +102,7 @@ export function checkBorrowed(
       `Cannot ${verb}: this connection was not handed out by this pool`,
     );
   }
-  if (!connection.active) {
+  if (!connection.active || connection.socket.phase !== "borrowed") {
     throw new PoolError(
       "NOT_BORROWED",
       `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
@@ -100,4 +110,47 @@ export function checkBorrowed(
     );
   }
   return connection;
+}
+
+/** Checks exchange()'s function and options. */
+export function checkExchange(
+  run: unknown,
+  options: { idempotent?: boolean; signal?: AbortSignal; idleTimeout?: number },
+): { idempotent: boolean; signal: AbortSignal | undefined; idleTimeout: number | undefined } {
+  if (typeof run !== "function") {
+    throw new TypeError(`Invalid exchange: expected a function, got ${show(run)}`);
+  }
+  const snapshot = checkKnownKeys(options, EXCHANGE_OPTION_KEYS, "exchange options");
+  const { idempotent = false } = snapshot;
+  if (typeof idempotent !== "boolean") {
+    throw new TypeError(
+      `Invalid exchange option idempotent: expected a boolean, got ${show(idempotent)}`,
+    );
+  }
+  return {
+    idempotent,
+    signal: signalOption(snapshot.signal, "exchange"),
+    idleTimeout: idleTimeoutOption(snapshot.idleTimeout, "exchange"),
+  };
+}
+
+/** Checks retain()'s options and returns the idle deadline asked for, if any. */
+export function checkRetainOptions(options: { idleTimeout?: number }): number | undefined {
+  const { idleTimeout } = checkKnownKeys(options, RETAIN_OPTION_KEYS, "retain options");
+  return idleTimeoutOption(idleTimeout, "retain");
+}
+
+function idleTimeoutOption(idleTimeout: unknown, what: string): number | undefined {
+  if (idleTimeout === undefined) return undefined;
+  if (typeof idleTimeout !== "number") {
+    throw new TypeError(
+      `Invalid ${what} option idleTimeout: expected a number, got ${show(idleTimeout)}`,
+    );
+  }
+  if (Number.isNaN(idleTimeout) || idleTimeout < 0) {
+    throw new RangeError(
+      `Invalid ${what} option idleTimeout: expected milliseconds >= 0, got ${idleTimeout}`,
+    );
+  }
+  return idleTimeout;
 }

@@ -8,7 +8,8 @@
 // interface's keys, so a missing or extra name does not compile).
 import type { TcpAddress, TlsOptions, UnixAddress } from "./address.ts";
 import type { AddressPolicyOptions, PerAddressOptions } from "./options.ts";
-import type { AcquireOptions, CloseOptions, ConnectionPoolOptions } from "./pool.ts";
+import type { ExchangeOptions } from "./exchange.ts";
+import type { AcquireOptions, CloseOptions, ConnectionPoolOptions, RetainOptions } from "./pool.ts";
 import { quote, show } from "./_show.ts";
 
 /** The names an object may have, with hints for names that belong elsewhere. */
@@ -53,6 +54,11 @@ const ADDRESS_POLICY_KEYS: Record<keyof AddressPolicyOptions, true> = {
   maxLifetime: true,
   connectTimeout: true,
   maxWaiting: true,
+  setup: true,
+  validate: true,
+  validateAfter: true,
+  keepAlive: true,
+  maxUses: true,
 };
 
 export const POOL_OPTION_KEYS: KnownKeys<ConnectionPoolOptions> = knownKeys<
@@ -84,6 +90,16 @@ export const ACQUIRE_OPTION_KEYS: KnownKeys<AcquireOptions> = knownKeys<AcquireO
 
 export const CLOSE_OPTION_KEYS: KnownKeys<CloseOptions> = knownKeys<CloseOptions>({
   timeout: true,
+});
+
+export const RETAIN_OPTION_KEYS: KnownKeys<RetainOptions> = knownKeys<RetainOptions>({
+  idleTimeout: true,
+});
+
+export const EXCHANGE_OPTION_KEYS: KnownKeys<ExchangeOptions> = knownKeys<ExchangeOptions>({
+  idempotent: true,
+  signal: true,
+  idleTimeout: true,
 });
 
 // Names other pools and socket APIs use for the same thing. A hint is only
