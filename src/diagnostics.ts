@@ -59,16 +59,13 @@ function load(): Map<string, Channel> | null {
 
 /** The pool's side of the channels. */
 export const diagnostics: {
-  /** Whether any channel has a subscriber: events are built only then (or for `onEvent`). */
-  readonly active: boolean;
+  /** Whether the channel of events of `type` has a subscriber: events are built only then (or for `onEvent`). */
+  subscribed(type: PoolEvent["type"]): boolean;
   /** Publishes `event` on its channel, if anyone subscribed. */
   publish(event: PoolEvent): void;
 } = {
-  get active(): boolean {
-    const all = channels ??= load();
-    if (all === null) return false;
-    for (const channel of all.values()) if (channel.hasSubscribers) return true;
-    return false;
+  subscribed(type: PoolEvent["type"]): boolean {
+    return (channels ??= load())?.get(type)?.hasSubscribers === true;
   },
   publish(event: PoolEvent): void {
     const channel = (channels ??= load())?.get(event.type);

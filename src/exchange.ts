@@ -26,12 +26,19 @@ export interface ExchangeOptions {
   idempotent?: boolean;
   /** Aborts the acquire (the function is given no signal: use `read({ signal })`). */
   signal?: AbortSignal;
+  /**
+   * The idle deadline for the connection once it is retained, as
+   * `retain(connection, { idleTimeout })` takes it.
+   *
+   * @default {the pool's idleTimeout}
+   */
+  idleTimeout?: number;
 }
 
 /** What `exchange` needs from the pool. */
 export interface ExchangePool {
   acquire(signal: AbortSignal | undefined, fresh: boolean): Promise<Lease>;
-  retain(lease: Lease): void;
+  retain(lease: Lease, idleTimeout: number | undefined): void;
   release(lease: Lease): void;
   retried(lease: Lease, error: unknown): void;
 }
@@ -44,16 +51,19 @@ export interface ExchangePool {
 export async function exchange<T, State>(
   pool: ExchangePool,
   run: (connection: UpstreamConnection<State>) => Promise<T> | T,
-  idempotent: boolean,
-  signal: AbortSignal | undefined,
+  { idempotent, signal, idleTimeout }: {
+    idempotent: boolean;
+    signal: AbortSignal | undefined;
+    idleTimeout: number | undefined;
+  },
 ): Promise<T> {
   const first = await pool.acquire(signal, false);
   try {
-    return await attempt(pool, first, run);
+    return await attempt(pool, first, run, idleTimeout);
   } catch (error) {
     if (!idempotent || !mayReplay(first)) throw error;
     pool.retried(first, error);
-    return await attempt(pool, await pool.acquire(signal, true), run);
+    return await attempt(pool, await pool.acquire(signal, true), run, idleTimeout);
   }
 }
 
@@ -61,6 +71,7 @@ async function attempt<T, State>(
   pool: ExchangePool,
   lease: Lease,
   run: (connection: UpstreamConnection<State>) => Promise<T> | T,
+  idleTimeout: number | undefined,
 ): Promise<T> {
   let value: T;
   try {
@@ -71,7 +82,7 @@ async function attempt<T, State>(
   }
   // The function may have given the connection back itself (`release` for
   // `Connection: close`, or a tunnel).
-  if (lease.active) pool.retain(lease);
+  if (lease.active) pool.retain(lease, idleTimeout);
   return value;
 }
 

@@ -21,6 +21,8 @@ export class HostPool {
   /** Idle sockets in the order they became idle (oldest first). */
   readonly idle: PooledSocket[] = [];
   readonly settingUp: Set<PooledSocket> = new Set();
+  /** Idle sockets promised to an acquire that waits for its settle turn. */
+  readonly reserved: Set<PooledSocket> = new Set();
   readonly validating: Set<PooledSocket> = new Set();
   readonly borrowed: Set<PooledSocket> = new Set();
   readonly waiters: WaitQueue = new WaitQueue();
@@ -67,13 +69,17 @@ export class HostPool {
 
   /** Connections to this address in every phase. */
   get size(): number {
-    return this.idle.length + this.borrowed.size + this.connecting + this.settingUp.size +
-      this.validating.size;
+    return this.idle.length + this.reserved.size + this.borrowed.size + this.connecting +
+      this.settingUp.size + this.validating.size;
   }
 
-  /** Acquires waiting for this address, in line or during a validation. */
+  /**
+   * Acquires waiting for this address: in line, during a validation, or for
+   * the settle turn before an idle socket reserved for them.
+   */
   get waiting(): number {
-    return this.waiters.size + this.freshWaiters.size + this.waitersValidating;
+    return this.waiters.size + this.freshWaiters.size + this.waitersValidating +
+      this.reserved.size;
   }
 
   /** Connections that will be ready for waiters without a new connect. */
@@ -100,6 +106,14 @@ export class HostPool {
     }
     const socket = idle[at];
     return socket === undefined || socket.idleStamp > stamp ? undefined : socket;
+  }
+
+  /** Puts a socket back in the idle list, in its place by when it became idle. */
+  restoreIdle(socket: PooledSocket): void {
+    const idle = this.idle;
+    let at = idle.length;
+    while (at > 0 && idle[at - 1]!.idleStamp > socket.idleStamp) at--;
+    idle.splice(at, 0, socket);
   }
 
   /** Takes an idle socket out, wherever it is in the list (the ends are the common case). */

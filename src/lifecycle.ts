@@ -6,7 +6,7 @@
 // which connection is the scheduler's business (scheduler.ts).
 import type { ResolvedAddress } from "./address.ts";
 import type { Lease } from "./connection.ts";
-import type { PoolEvent } from "./events.ts";
+import type { CloseReason, ExpireEvent, PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
 import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
@@ -15,20 +15,10 @@ import { PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolTotals } from "./stats.ts";
 import type { TransportConnection } from "./transports/transport.ts";
 
-/** Why a connection was closed; each has its own counter in `stats().totals`. */
-export type CloseReason =
-  | "broken"
-  | "dropped"
-  | "released"
-  | "expired"
-  | "validation-failed"
-  | "max-uses"
-  | "drained"
-  | "pool-closed"
-  | "setup-failed";
+export type { CloseReason };
 
 /** The policy reasons behind an `expired` close. */
-export type ExpireReason = "idle-timeout" | "max-lifetime" | "max-idle";
+export type ExpireReason = ExpireEvent["reason"];
 
 const TOTAL_OF: Record<CloseReason, keyof PoolTotals> = {
   "broken": "broken",
@@ -42,9 +32,9 @@ const TOTAL_OF: Record<CloseReason, keyof PoolTotals> = {
   "setup-failed": "setupFailed",
 };
 
-/** Who hears about transitions: `observed` is false when nobody listens, so no event is built. */
+/** Who hears about transitions; an event nobody listens to is not even built. */
 export interface Observer {
-  readonly observed: boolean;
+  observes(type: PoolEvent["type"]): boolean;
   emit(event: PoolEvent): void;
 }
 
@@ -162,7 +152,7 @@ export class Lifecycle {
     }
     host.settingUp.add(socket);
     this.totals.created++;
-    if (this.#observer.observed) {
+    if (this.#observer.observes("opened")) {
       this.#observer.emit({ type: "opened", address: host.address.key, id: socket.id });
     }
     return socket;
@@ -172,7 +162,7 @@ export class Lifecycle {
 
   /** Setting up → ready: reported, then the caller moves it on (idle or borrowed). */
   setUp(socket: PooledSocket, host: HostPool, ms: number): void {
-    if (this.#observer.observed) {
+    if (this.#observer.observes("set-up")) {
       this.#observer.emit({ type: "set-up", address: host.address.key, id: socket.id, ms });
     }
   }
@@ -185,6 +175,23 @@ export class Lifecycle {
     host.idle.push(socket);
     this.idleLru.add(socket);
     socket.watchIdle(Date.now());
+    this.#expiry.schedule(host, socket);
+  }
+
+  /** Idle → reserved for an acquire, until its settle turn is over; still watched. */
+  toReserved(socket: PooledSocket, host: HostPool, by: number): void {
+    this.#leave(socket, host);
+    host.reserved.add(socket);
+    socket.phase = "reserved";
+    socket.reservedBy = by;
+  }
+
+  /** Reserved → idle again, in its old place (its acquire gave up). */
+  unreserve(socket: PooledSocket, host: HostPool): void {
+    this.#leave(socket, host);
+    socket.phase = "idle";
+    host.restoreIdle(socket);
+    this.idleLru.add(socket);
     this.#expiry.schedule(host, socket);
   }
 
@@ -202,7 +209,7 @@ export class Lifecycle {
     socket.uses++;
     socket.lend("borrowed", lease);
     this.#leaks?.add(lease);
-    if (this.#observer.observed) {
+    if (this.#observer.observes("handed-out")) {
       this.#observer.emit({
         type: "handed-out",
         address: host.address.key,
@@ -217,7 +224,7 @@ export class Lifecycle {
   /** A borrower gave it back; reported before it moves on (idle or closed). */
   returned(socket: PooledSocket, host: HostPool, lease: Lease, retained: boolean): void {
     this.#leaks?.delete(lease);
-    if (this.#observer.observed) {
+    if (this.#observer.observes("returned")) {
       this.#observer.emit({
         type: "returned",
         address: host.address.key,
@@ -234,10 +241,13 @@ export class Lifecycle {
     socket.close();
     this.size--;
     this.totals[TOTAL_OF[reason]]++;
-    if (!this.#observer.observed) return;
     const address = host.address.key;
-    if (detail !== undefined) this.#observer.emit({ type: "expire", address, reason: detail });
-    this.#observer.emit({ type: "closed", address, id: socket.id, reason, detail });
+    if (detail !== undefined && this.#observer.observes("expire")) {
+      this.#observer.emit({ type: "expire", address, reason: detail });
+    }
+    if (this.#observer.observes("closed")) {
+      this.#observer.emit({ type: "closed", address, id: socket.id, reason, detail });
+    }
   }
 
   /** Stops every timer (the pool is closing). */
@@ -260,6 +270,9 @@ export class Lifecycle {
         if (host.borrowed.delete(socket) && socket.holder !== undefined) {
           this.#leaks?.delete(socket.holder as Lease);
         }
+        break;
+      case "reserved":
+        host.reserved.delete(socket);
         break;
       case "setting-up":
         host.settingUp.delete(socket);

@@ -24,6 +24,7 @@ import { Scheduler } from "./scheduler.ts";
 import { countsOf } from "./stats.ts";
 import type { PoolStats } from "./stats.ts";
 import type { Transport } from "./transports/transport.ts";
+import { longTimeout } from "./_timers.ts";
 import {
   checkBorrowed,
   checkCloseTimeout,
@@ -173,14 +174,12 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
    * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions<State> = {}) {
-    const { transport, onEvent } = checkPoolHooks(options);
+    const { transport, onEvent, policy } = checkPoolHooks(options);
     this.#connector = new Connector(transport);
     this.#onEvent = onEvent;
-    this.#policy = resolvePolicy(options);
+    this.#policy = resolvePolicy(policy);
     this.#observer = {
-      get observed(): boolean {
-        return onEvent !== undefined || diagnostics.active;
-      },
+      observes: (type) => onEvent !== undefined || diagnostics.subscribed(type),
       emit: (event) => this.#emit(event),
     };
     this.#life = new Lifecycle(
@@ -261,7 +260,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     const stack = this.#policy.leakTimeout === Infinity
       ? ""
       : new Error("acquired here").stack ?? "";
-    return this.#scheduler.enqueue(host, signal, fresh, stack);
+    return this.#scheduler.acquire(host, signal, fresh, stack);
   }
 
   /**
@@ -278,7 +277,8 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
    *
    * @param address The upstream.
    * @param run The exchange: write the request, read the whole reply.
-   * @param options `idempotent`, and an abort signal for the acquire.
+   * @param options `idempotent`, an abort signal for the acquire, the idle
+   * deadline to retain the connection with.
    * @returns What `run` returned.
    * @throws {unknown} What `run` threw (the retry's error, if it was retried),
    * or what `acquire` throws.
@@ -300,17 +300,18 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
   ): Promise<T> {
     try {
       const resolved = resolveAddress(address);
-      const { idempotent, signal } = checkExchange(run, options);
+      const checked = checkExchange(run, options);
       const pool: ExchangePool = {
         acquire: (signal, fresh) => this.#acquire(resolved, signal, fresh),
-        retain: (lease) => this.retain(lease),
+        retain: (lease, idleTimeout) =>
+          this.retain(lease, idleTimeout === undefined ? undefined : { idleTimeout }),
         release: (lease) => this.release(lease),
         retried: (lease, error) => {
           this.#life.totals.retried++;
           this.#emit({ type: "retry", address: resolved.key, id: lease.id, error });
         },
       };
-      return exchange(pool, run, idempotent, signal);
+      return exchange(pool, run, checked);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -528,7 +529,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     await this.#connector.allSettled();
     if (timeout === undefined || this.#life.size === 0) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = longTimeout(() => {
         this.#allReturned = undefined;
         resolve();
       }, timeout);

@@ -35,9 +35,10 @@ export interface SocketOwner {
 
 /**
  * Where a connection is in its life. Connects in progress have no socket
- * yet (the address counts them); `closed` is final.
+ * yet (the address counts them); `closed` is final. `reserved` is idle but
+ * promised to an acquire that waits for its settle turn: still watched.
  */
-export type Phase = "setting-up" | "idle" | "validating" | "borrowed" | "closed";
+export type Phase = "setting-up" | "idle" | "reserved" | "validating" | "borrowed" | "closed";
 
 export class PooledSocket {
   /** Unique within the pool, stable for the life of the connection. */
@@ -50,6 +51,8 @@ export class PooledSocket {
   phase: Phase = "setting-up";
   /** The handle that may use the socket now (a borrower's, or a hook's), if any. */
   holder: object | undefined = undefined;
+  /** While reserved: the arrival number of the acquire it is reserved for. */
+  reservedBy = 0;
   /** Times handed out to a borrower. */
   uses = 0;
   /** The address's drain epoch when the socket opened: an older one is drained. */
@@ -281,7 +284,7 @@ export class PooledSocket {
       this.#ended = true;
       this.reusable = false;
     }
-    if (this.phase === "idle") {
+    if (this.phase === "idle" || this.phase === "reserved") {
       const reason: BreakReason = "chunk" in outcome
         ? "unsolicited-bytes"
         : "eof" in outcome

@@ -18,6 +18,13 @@ import { Upkeep } from "./upkeep.ts";
 import { KeepAlive } from "./_timers.ts";
 import { Waiter } from "./wait_queue.ts";
 
+/** An acquire's place: its order of arrival, when (Date.now()), and where it was called. */
+interface Ticket {
+  readonly seq: number;
+  readonly arrived: number;
+  readonly stack: string;
+}
+
 /** Whoever asked for a connect directly (`add`), told how it ended. */
 export interface Requester {
   resolve(): void;
@@ -57,21 +64,128 @@ export class Scheduler {
     this.#upkeep = new Upkeep(life, (host) => this.dispatch(host));
   }
 
-  /** An acquire joins the line of its address; resolves with its lease. */
-  enqueue(
+  /**
+   * An acquire: straight to an idle connection when nobody is in line (it
+   * then waits only for its settle turn), else in line for its address.
+   */
+  acquire(
     host: HostPool,
     signal: AbortSignal | undefined,
     fresh: boolean,
     stack: string,
   ): Promise<Lease> {
-    host.lastAcquired = Date.now();
+    const arrived = host.lastAcquired = Date.now();
     this.#upkeep.acquired(host);
+    const ticket: Ticket = { seq: ++this.#life.stamps, arrived, stack };
+    if (
+      !fresh && host.waiters.size === 0 && host.idle.length > 0 &&
+      (host.policy.validate === undefined ||
+        arrived - host.idle[host.idle.length - 1]!.idleSince < host.policy.validateAfter)
+    ) {
+      return this.#takeAtOnce(host, signal, ticket);
+    }
+    return this.#enqueue(host, signal, fresh, ticket);
+  }
+
+  // The fast path: no waiter, no queue, no deadline. The idle socket is
+  // reserved now and lent once a settle turn asked for now is over (that
+  // turn vouches for it and for this acquire). If it broke meanwhile, the
+  // acquire joins the line in the place its arrival gave it.
+  #takeAtOnce(host: HostPool, signal: AbortSignal | undefined, ticket: Ticket): Promise<Lease> {
+    const socket = host.pickIdle(this.#policy.order, Infinity)!;
+    this.#life.toReserved(socket, host, ticket.seq);
+    const arrivedAt = this.#observer.observes("handed-out") ? performance.now() : -1;
+    this.#countWaiting(1);
+    const turn = this.#connector.settle();
+    if (signal === undefined) {
+      return turn.then(() => this.#afterTurn(host, socket, undefined, ticket, arrivedAt));
+    }
+    // An abort leaves at once, as it does from the line: the socket is idle again.
+    return new Promise<Lease>((resolve, reject) => {
+      let done = false;
+      const onAbort = (): void => {
+        if (done) return;
+        done = true;
+        this.#countWaiting(-1);
+        if (socket.phase === "reserved") {
+          this.#life.unreserve(socket, host);
+          this.dispatch(host);
+        }
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      turn.then(() => {
+        signal.removeEventListener("abort", onAbort);
+        if (done) return;
+        done = true;
+        // Settled in this callback, not one hop later: acquires served by one
+        // turn resolve in the order they arrived.
+        try {
+          resolve(this.#afterTurn(host, socket, signal, ticket, arrivedAt));
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  }
+
+  #afterTurn(
+    host: HostPool,
+    reserved: PooledSocket,
+    signal: AbortSignal | undefined,
+    ticket: Ticket,
+    arrivedAt: number,
+  ): Lease | Promise<Lease> {
+    this.#countWaiting(-1);
+    let socket = reserved;
+    if (socket.phase !== "reserved") {
+      // It broke during the turn (and was closed), or the pool was closed.
+      if (this.#closed) throw closedError(host.address.key);
+      // First come, first served: a socket reserved by a later acquire in the
+      // same turn is this one's; that acquire then takes its place in line.
+      const spare = laterReservation(host, ticket.seq);
+      // Closing it may have left the address empty and forgotten.
+      if (spare === undefined) {
+        return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
+      }
+      socket = spare;
+    }
+    if (this.#closed) {
+      this.#life.close(socket, host, "pool-closed");
+      throw closedError(host.address.key);
+    }
+    const now = Date.now();
+    const idleMs = now - socket.idleSince;
+    if (socket.expiresAt <= now || idleMs >= socket.idleTimeout) {
+      const expiry = socket.expiresAt <= now ? "max-lifetime" : "idle-timeout";
+      this.#life.close(socket, host, "expired", expiry);
+      this.slotFreed(host);
+      return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
+    }
+    const reused = socket.uses > 0;
+    if (reused) this.#life.totals.reused++;
+    const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
+    const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
+    this.#life.toBorrowed(socket, host, lease, waitMs);
+    this.dispatch(host); // the minIdle upkeep replaces it
+    return lease;
+  }
+
+  /** An acquire joins the line of its address; resolves with its lease. */
+  #enqueue(
+    host: HostPool,
+    signal: AbortSignal | undefined,
+    fresh: boolean,
+    { seq, arrived, stack }: Ticket,
+  ): Promise<Lease> {
+    if (this.#closed) return Promise.reject(closedError(host.address.key));
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const deadline = this.#policy.acquireTimeout === Infinity
       ? Infinity
-      : host.lastAcquired + this.#policy.acquireTimeout;
+      : arrived + this.#policy.acquireTimeout;
     return new Promise<Lease>((resolve, reject) => {
       const waiter = new Waiter(
-        ++this.#life.stamps,
+        seq,
         host.address.key,
         deadline,
         stack,
@@ -79,8 +193,8 @@ export class Scheduler {
         resolve,
         reject,
       );
-      if (this.#observer.observed) waiter.arrivedAt = performance.now();
-      (fresh ? host.freshWaiters : host.waiters).push(waiter);
+      if (this.#observer.observes("handed-out")) waiter.arrivedAt = performance.now();
+      (fresh ? host.freshWaiters : host.waiters).insert(waiter);
       this.#countWaiting(1);
       if (signal !== undefined) {
         const onAbort = (): void => this.#leave(waiter, signal.reason);
@@ -186,7 +300,7 @@ export class Scheduler {
   /** An idle socket broke (EOF, reset, stray bytes): it is gone. */
   idleBroke(socket: PooledSocket): void {
     const host = this.#life.hosts.get(socket.address.key);
-    if (host === undefined || socket.phase !== "idle") return;
+    if (host === undefined || (socket.phase !== "idle" && socket.phase !== "reserved")) return;
     this.#life.close(socket, host, "broken");
     this.slotFreed(host);
   }
@@ -211,7 +325,9 @@ export class Scheduler {
       }
       for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
       // Hooks still running on a connection see it closed and give up.
-      for (const socket of [...host.idle, ...host.settingUp, ...host.validating]) {
+      for (
+        const socket of [...host.idle, ...host.reserved, ...host.settingUp, ...host.validating]
+      ) {
         this.#life.close(socket, host, "pool-closed");
       }
       this.#life.stopTimers(host);
@@ -571,6 +687,12 @@ export class Scheduler {
     if (this.#waiting > 0) this.#keepAlive.hold();
     else this.#keepAlive.release();
   }
+}
+
+/** A socket reserved by an acquire that arrived after `seq`, if any. */
+function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
+  for (const socket of host.reserved) if (socket.reservedBy > seq) return socket;
+  return undefined;
 }
 
 function oldestSeq(host: HostPool): number {

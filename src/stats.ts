@@ -139,7 +139,7 @@ export function countsOf(
   for (const host of hosts) {
     if (host.empty) continue;
     const counts: AddressCounts = {
-      idle: host.idle.length,
+      idle: host.idle.length + host.reserved.size, // reserved ones are idle until handed out
       borrowed: host.borrowed.size,
       connecting: host.connecting,
       settingUp: host.settingUp.size,

@@ -75,6 +75,24 @@ export class WaitQueue {
     this.size++;
   }
 
+  /**
+   * Puts a waiter in line by its arrival: at the end, as a rule; before
+   * newer ones when its hand-out fell through after they arrived.
+   */
+  insert(waiter: Waiter): void {
+    const items = this.#items;
+    const last = items[items.length - 1];
+    if (last === undefined || last.seq < waiter.seq) {
+      this.push(waiter);
+      return;
+    }
+    let at = items.length;
+    while (at > this.#head && (items[at - 1]!.done || items[at - 1]!.seq > waiter.seq)) at--;
+    items.splice(at, 0, waiter);
+    waiter.inLine = true;
+    this.size++;
+  }
+
   /** Puts a waiter taken out back at the head of the line (its hand-out fell through). */
   unshift(waiter: Waiter): void {
     if (this.#head > 0) this.#items[--this.#head] = waiter;

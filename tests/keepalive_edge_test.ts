@@ -226,6 +226,17 @@ describe("exchange()", () => {
     assert.equal(attempts, 1);
   });
 
+  test("idleTimeout is the retained connection's idle deadline", async () => {
+    const { pool } = setup({ idleTimeout: 60_000 });
+    await pool.exchange(A, (connection) => ask(connection, "x"), { idleTimeout: 20 });
+    assert.equal(pool.stats().idle, 1);
+    await waitUntil(() => pool.stats().idle === 0, 1000, "closed at the exchange's deadline");
+    await assert.rejects(
+      pool.exchange(A, () => 1, { idleTimeout: -5 }),
+      (error) => error instanceof RangeError && /exchange option idleTimeout/.test(error.message),
+    );
+  });
+
   test("rejects bad arguments through the promise", async () => {
     const { pool } = setup();
     await assert.rejects(pool.exchange(A, "no" as unknown as () => void), TypeError);
