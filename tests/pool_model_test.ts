@@ -1688,7 +1688,11 @@ async function runModel(
     if (full === undefined && signal !== "aborted") record.full = delta === 0;
     const expected = signal === "aborted" || record.full ? 0 : 1;
     if (delta !== expected) {
-      violation(`#${record.id}: waiting changed by ${delta}, expected ${expected}`);
+      violation(
+        `#${record.id}: waiting changed by ${delta}, expected ${expected} (before: ${
+          JSON.stringify(before.byAddress)
+        }, ${totalOf(before)} in all)`,
+      );
     }
   }
 
