@@ -1588,29 +1588,44 @@ async function runModel(
   // ---- operations -----------------------------------------------------------------
 
   /**
+   * Acquires to `addr` that may hold an idle connection reserved for their
+   * settle turn (the fast path): the stats count them as waiting and their
+   * connection as idle, but they are not in line.
+   */
+  const mayHoldReserved = (addr: number): number =>
+    pending[addr]!.filter((record) => record.fastPath).length;
+
+  /**
    * QUEUE_FULL, as the counts predict it: the line is full and no room can
-   * be made. Undefined when validations in progress leave it open (a waiter
-   * being validated for is out of line).
+   * be made. Undefined when what the stats cannot tell apart leaves it open:
+   * a waiter being validated for is out of line, and so is one on the fast
+   * path (with its connection reserved, not idle).
    */
   function expectFull(stats: PoolStats, addr: number): boolean | undefined {
-    const answers = [0, 1].map((lowest) => {
-      const inLine = (a: number): number => {
-        const c = counts(stats, a);
-        return c.waiting - freshPending[a]!.length - (lowest ? c.validating : 0);
-      };
-      const c = counts(stats, addr);
-      const limits = draw.limits[addr]!;
-      if (inLine(addr) < c.idle + limits.maxWaiting) return false;
-      if (sizeOf(stats, addr) >= limits.maxPerHost) return true;
-      if (totalOf(stats) < draw.maxTotal) return false;
-      // At maxTotal, room is made by closing an idle connection of an
-      // address that nobody waits for.
-      for (let other = 0; other < n; other++) {
-        if (other !== addr && counts(stats, other).idle > 0 && inLine(other) === 0) return false;
-      }
-      return true;
-    });
-    return answers[0] === answers[1] ? answers[0] : undefined;
+    const answers = [0, 1].flatMap((lowest) =>
+      [false, true].map((reserved) => {
+        const inLine = (a: number): number => {
+          const c = counts(stats, a);
+          return c.waiting - freshPending[a]!.length - (lowest ? c.validating : 0);
+        };
+        const c = counts(stats, addr);
+        const limits = draw.limits[addr]!;
+        // (reserved ones count in both, so they cancel out here)
+        if (inLine(addr) < c.idle + limits.maxWaiting) return false;
+        if (sizeOf(stats, addr) >= limits.maxPerHost) return true;
+        if (totalOf(stats) < draw.maxTotal) return false;
+        // At maxTotal, room is made by closing an idle connection of an
+        // address that nobody waits for.
+        for (let other = 0; other < n; other++) {
+          const held = reserved ? mayHoldReserved(other) : 0;
+          if (other !== addr && counts(stats, other).idle - held > 0 && inLine(other) - held <= 0) {
+            return false;
+          }
+        }
+        return true;
+      })
+    );
+    return answers.every((answer) => answer === answers[0]) ? answers[0] : undefined;
   }
 
   function newRecord(
@@ -1654,7 +1669,8 @@ async function runModel(
     const full = signal === "aborted" ? false : expectFull(before, addr);
     record.full = full === true;
     const c = counts(before, addr);
-    record.fastPath = c.idle > 0 && c.waiting - freshPending[addr]!.length - c.validating <= 0;
+    record.fastPath = c.idle > 0 &&
+      c.waiting - freshPending[addr]!.length - c.validating - mayHoldReserved(addr) <= 0;
     if (signal === "aborted") {
       record.abortReason = new Error(`abort of #${record.id} (pre-aborted)`);
       record.controller!.abort(record.abortReason);
