@@ -5,6 +5,8 @@
  */
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
+import { checkKnownKeys, READ_OPTION_KEYS } from "./_known_keys.ts";
+import { show } from "./_show.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import type { TlsInfo } from "./transports/transport.ts";
 
@@ -220,12 +222,19 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
   read(options?: ReadOptions): Promise<Uint8Array | null> {
     if (!this.active) return Promise.reject(this.#ended("read from"));
     if (options === undefined) return this.socket.read();
-    if (options === null || typeof options !== "object") {
-      return Promise.reject(new TypeError("Invalid read options: expected an object"));
+    // Checked as every options object is (a plain object, known keys, each
+    // read once), and any failure, a throwing getter's too, goes through the
+    // promise.
+    let signal: unknown;
+    try {
+      ({ signal } = checkKnownKeys(options, READ_OPTION_KEYS, "read options"));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const { signal } = options;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      return Promise.reject(new TypeError("Invalid read option signal: expected an AbortSignal"));
+      return Promise.reject(
+        new TypeError(`Invalid read option signal: expected an AbortSignal, got ${show(signal)}`),
+      );
     }
     return this.socket.read(signal);
   }
