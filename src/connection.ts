@@ -240,19 +240,15 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
   }
 
   unread(chunk: Uint8Array): void {
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(`Cannot unread: expected a Uint8Array, got ${typeof chunk}`);
-    }
+    const problem = bytesProblem(chunk);
+    if (problem !== undefined) throw new TypeError(`Cannot unread: ${problem}`);
     if (!this.active) throw this.#ended("unread to");
     this.socket.unread(chunk);
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (!(chunk instanceof Uint8Array)) {
-      return Promise.reject(
-        new TypeError(`Cannot write: expected a Uint8Array, got ${typeof chunk}`),
-      );
-    }
+    const problem = bytesProblem(chunk);
+    if (problem !== undefined) return Promise.reject(new TypeError(`Cannot write: ${problem}`));
     if (!this.active) return Promise.reject(this.#ended("write to"));
     return this.socket.write(chunk);
   }
@@ -309,5 +305,34 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
       `Cannot ${what} the connection to "${this.socket.address.key}": it was given back to the pool`,
       { address: this.socket.address.key, operation: what.split(" ")[0] },
     );
+  }
+}
+
+/**
+ * Why `chunk` is not bytes a runtime can send, or undefined. Only a real
+ * Uint8Array will do (not a Proxy of one, which runtimes cannot read, nor a
+ * DataView), over a buffer still attached: a detached one reads as empty on
+ * Deno and Bun but fails the write on Node, so it is refused everywhere,
+ * before the connection is touched.
+ */
+function bytesProblem(chunk: unknown): string | undefined {
+  // ArrayBuffer.isView first: it sees through no Proxy, and runs no trap.
+  if (!ArrayBuffer.isView(chunk) || !(chunk instanceof Uint8Array)) {
+    return `expected a Uint8Array, got ${show(chunk)}`;
+  }
+  if (chunk.byteLength === 0 && isDetached(chunk.buffer)) {
+    return "its ArrayBuffer is detached (it was transferred)";
+  }
+  return undefined;
+}
+
+function isDetached(buffer: ArrayBufferLike): boolean {
+  const detached = (buffer as { detached?: unknown }).detached;
+  if (typeof detached === "boolean") return detached;
+  try {
+    new Uint8Array(buffer, 0, 0); // Node 20 has no `detached`: a detached buffer takes no view
+    return false;
+  } catch {
+    return true;
   }
 }
