@@ -279,10 +279,13 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
 
   #makeReadable(): ReadableStream<Uint8Array> {
     let cancelled = false;
+    let pulling = false;
     return new ReadableStream<Uint8Array>({
-      pull: (controller) =>
-        this.read().then(
+      pull: (controller) => {
+        pulling = true;
+        return this.read().then(
           (chunk) => {
+            pulling = false;
             if (cancelled) {
               // Nobody will see this chunk: leave it in the connection.
               if (chunk !== null && this.active) this.socket.unread(chunk);
@@ -290,11 +293,17 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
             else controller.enqueue(chunk);
           },
           (error) => {
+            pulling = false;
             if (!cancelled) controller.error(error);
           },
-        ),
+        );
+      },
       cancel: () => {
         cancelled = true;
+        // A read the stream still waits on would hold the connection's one
+        // read until bytes came: give it up, so read() works at once. Bytes
+        // on their way stay in the connection, unread.
+        if (pulling && this.active) this.socket.abandonRead("cancel");
       },
     }, { highWaterMark: 0 });
   }
