@@ -252,6 +252,12 @@ async function quiesce(turns = 3): Promise<void> {
 const ENGINE_MESSAGES =
   /Cannot read propert|is not a function|is not an object|is not iterable|Cannot convert|undefined is not|null is not|Cannot access|is not a constructor|Maximum call stack|is not defined|Cannot destructure|Cannot set propert|detached ArrayBuffer|Construct on/;
 
+/** PoolErrors that cannot name an address: there is none. */
+const ADDRESSLESS = new Set([
+  "Cannot retain: this connection was not handed out by this pool",
+  "Cannot release: this connection was not handed out by this pool",
+]);
+
 /** What a method may fail with. */
 interface Allowed {
   codes?: readonly string[];
@@ -280,6 +286,13 @@ function errorProblem(what: string, error: unknown, allowed: Allowed): string | 
     }
     if (typeof error.address === "string" && error.address.length > MAX_POOL_MESSAGE) {
       return `${what}: PoolError address of ${error.address.length} characters`;
+    }
+    // Issue 9: every PoolError names the address and the operation that failed.
+    if (typeof error.operation !== "string" || error.operation === "") {
+      return `${what}: ${error.code} names no operation: ${error.message.slice(0, 200)}`;
+    }
+    if (typeof error.address !== "string" && !ADDRESSLESS.has(error.message)) {
+      return `${what}: ${error.code} names no address: ${error.message.slice(0, 200)}`;
     }
     if (!allowed.anything && !(allowed.codes ?? []).includes(error.code)) {
       return `${what}: unexpected ${error.code}: ${error.message.slice(0, 300)}`;
@@ -3019,6 +3032,28 @@ describe("property: reduced cases", () => {
     server!.write("after");
     assert.equal(new TextDecoder().decode((await read)!), "after");
     assert.equal(pool.retain(connection), true);
+    await pool.close();
+  });
+
+  test("NOT_BORROWED names the operation (retain or release), and the address when there is one", async () => {
+    const memory = transport();
+    const address = { hostname: "borrowed.test", port: 1 };
+    memory.listen(address, (peer) => peer.echo());
+    const pool = new ConnectionPool({ transport: memory });
+    const { connection } = await pool.acquire(address);
+    pool.retain(connection);
+    for (const verb of ["retain", "release"] as const) {
+      assert.throws(
+        () => pool[verb](connection),
+        (error: PoolError) =>
+          error.code === "NOT_BORROWED" && error.operation === verb &&
+          error.address === "borrowed.test:1",
+      );
+      assert.throws(
+        () => pool[verb]({} as never),
+        (error: PoolError) => error.code === "NOT_BORROWED" && error.operation === verb,
+      );
+    }
     await pool.close();
   });
 });
