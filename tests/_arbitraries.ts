@@ -205,8 +205,8 @@ const pem = fc.constantFrom(
   "not a pem, but a string",
 );
 
-export const validTls: fc.Arbitrary<unknown> = fc.oneof(
-  fc.constantFrom(true, false, undefined),
+/** TLS options objects the README describes. */
+export const validTlsOptions: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
   fc.record({
     serverName: fc.oneof(fc.domain(), fc.ipV4(), fc.ipV6()),
     caCerts: fc.array(pem, { minLength: 1, maxLength: 2 }),
@@ -219,7 +219,40 @@ export const validTls: fc.Arbitrary<unknown> = fc.oneof(
   fc.record({ cert: pem, key: pem }),
 );
 
+export const validTls: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constantFrom(true, false, undefined),
+  validTlsOptions,
+);
+
+/**
+ * Arrays a careless or hostile caller may pass: sparse with 2^32-1 holes, or
+ * with an iterator of their own that never ends. They print as a short
+ * description (fast-check would walk every hole).
+ */
+export const ODD_ARRAY: unique symbol = Symbol("odd array");
+
+export function oddArray(kind: "sparse" | "endless", item: unknown): unknown[] {
+  const array: unknown[] = kind === "sparse" ? [] : [item];
+  if (kind === "sparse") array.length = 2 ** 32 - 1;
+  else {
+    Object.defineProperty(array, Symbol.iterator, {
+      value: function* () {
+        for (;;) yield item;
+      },
+    });
+  }
+  Object.defineProperty(array, fc.toStringMethod, { value: () => `${kind} array` });
+  Object.defineProperty(array, ODD_ARRAY, { value: kind });
+  return array;
+}
+
 export const hostileTls: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constant(null).map(() => ({ verify: null })),
+  fc.constant(null).map(() => ({ serverName: null })),
+  fc.constant(null).map(() => ({ cert: null, key: null })),
+  fc.constant(null).map(() => ({ caCerts: oddArray("sparse", "pem") })),
+  fc.constant(null).map(() => ({ alpnProtocols: oddArray("sparse", "h2") })),
+  fc.constant(null).map(() => ({ caCerts: oddArray("endless", "pem") })),
   fc.constantFrom(null, "yes", 1, 0, "true"),
   fc.constant(null).map(() => new Map()),
   fc.constant(null).map(() => []),

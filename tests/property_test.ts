@@ -47,14 +47,18 @@ import {
   hostilePort,
   isDottedQuad,
   longString,
+  ODD_ARRAY,
+  oddArray,
   optionValue,
   POOL_OPTIONS,
   unknownKey,
   validAddress,
   validHostname,
   validPort,
+  validTlsOptions,
 } from "./_arbitraries.ts";
 import { TestUpstream } from "./_upstream.ts";
+import { show } from "../src/_show.ts";
 import { runtime } from "./_runtime.ts";
 
 // ---------------------------------------------------------------------------
@@ -894,6 +898,12 @@ const poolOptionsDescription: fc.Arbitrary<PoolOptionsDescription> = fc.record({
     { weight: 4, arbitrary: fc.constant(undefined) },
     { weight: 4, arbitrary: fc.array(perAddressDescription, { minLength: 1, maxLength: 2 }) },
     { weight: 1, arbitrary: fc.constant(null) },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom("sparse" as const, "endless" as const).map((kind) =>
+        oddArray(kind, { address: { hostname: "a.test", port: 1 } })
+      ),
+    },
     { weight: 1, arbitrary: fc.constantFrom({}, "x", 1, true) },
   ),
   transport: fc.constantFrom(
@@ -998,7 +1008,12 @@ function buildPoolOptions(
     mistakes.set(`unknown option ${quoted(description.unknown)}`, "TypeError");
   }
   if (description.perAddress !== undefined) {
-    if (!Array.isArray(description.perAddress)) {
+    const odd = (description.perAddress as { [ODD_ARRAY]?: string })?.[ODD_ARRAY];
+    if (odd !== undefined) {
+      // Its first item is a hole, or (endless) one valid entry.
+      fields.perAddress = description.perAddress;
+      if (odd === "sparse") mistakes.set("option perAddress[0]:", "TypeError");
+    } else if (!Array.isArray(description.perAddress)) {
       fields.perAddress = description.perAddress;
       mistakes.set("option perAddress:", "TypeError");
     } else {
@@ -1138,8 +1153,9 @@ async function checkPoolOptions(description: PoolOptionsDescription): Promise<vo
     const pool = created.value;
     // A short workload: the options must let it finish, with errors only of the kinds allowed.
     const address = { hostname: "options.test", port: 1 };
-    const perAddress = Array.isArray(description.perAddress) && description.perAddress.length > 0
-      ? buildAddress(description.perAddress[0]!.address)
+    const entries = description.perAddress;
+    const perAddress = Array.isArray(entries) && !(ODD_ARRAY in entries) && entries.length > 0
+      ? buildAddress((entries[0] as PerAddressDescription).address)
       : address;
     const allowed: Allowed = {
       codes: ["ACQUIRE_TIMEOUT", "QUEUE_FULL", "LIMIT_REACHED", ...CONNECT_CODES],
@@ -2518,6 +2534,10 @@ async function checkMisuse({ config, ops }: { config: MisuseConfig; ops: Op[] })
         if (problems.length > 0) break;
       }
       await world.finish(timers);
+      // Timers armed in all: a few per step; a re-arming storm would be thousands.
+      if (timers.set > 100 + 20 * ops.length) {
+        problems.push(`${timers.set} timers armed in ${ops.length} steps: a storm`);
+      }
       if (DEBUG) {
         if (DEBUG_STEPS) console.log(world.log.join("\n"));
         const stats = world.pool.stats();
@@ -2720,6 +2740,31 @@ describe("property: addresses", () => {
       },
     );
   });
+
+  propertyTest(
+    "TLS options: a field made null, blank or of another type is refused, never taken as its default",
+    async () => {
+      await property(
+        "tls mutations",
+        200,
+        fc.record({
+          base: validTlsOptions,
+          field: fc.constantFrom("serverName", "caCerts", "verify", "cert", "key", "alpnProtocols"),
+          value: fc.constantFrom<unknown>(null, 0, 1, "", "  ", [], {}, [""], [1]),
+        }),
+        ({ base, field, value }) => {
+          const outcome = resolution({
+            hostname: "a.test",
+            port: 1,
+            tls: { ...base, [field]: value },
+          });
+          assert.ok("error" in outcome, `tls.${field}: ${show(value)} was accepted`);
+          const problem = errorProblem("resolveAddress", outcome.error, { argument: true });
+          assert.equal(problem, undefined, problem);
+        },
+      );
+    },
+  );
 
   propertyTest(
     "an address whose getters change: every acquire uses what it said last",
