@@ -1863,7 +1863,7 @@ class MisuseWorld {
   }
 
   async step(op: Op): Promise<void> {
-    this.log.push(JSON.stringify(op));
+    this.log.push(fc.stringify(op));
     this.#apply(op);
     if (op.op === "sleep") await sleep(op.ms);
     await macrotask();
@@ -3100,5 +3100,35 @@ describe("property: reduced cases", () => {
       );
     }
     await pool.close();
+  });
+
+  test("two close({ timeout }) calls at once both settle when the borrowed connection comes back, and leave no timer", async () => {
+    await watched(async (timers, problems) => {
+      const counting = new CountingTransport(true);
+      const pool = new ConnectionPool({ transport: counting });
+      const { connection } = await pool.acquire({ hostname: "close.test", port: 1 });
+      let settled = 0;
+      const closes = [pool.close({ timeout: Infinity }), pool.close({ timeout: Infinity })];
+      for (const closing of closes) closing.then(() => settled++);
+      await quiesce();
+      assert.equal(settled, 0, "close() waits for the borrowed connection");
+      pool.release(connection);
+      await within(Promise.all(closes), 1_000, "both close() calls");
+      problems.push(...await leftovers(pool, counting, timers, undefined));
+      assertNone(problems, "two closes");
+    });
+  });
+
+  test("a close({ timeout }) that closes the stragglers settles the other close({ timeout }) calls too", async () => {
+    await watched(async (timers, problems) => {
+      const counting = new CountingTransport(true);
+      const pool = new ConnectionPool({ transport: counting });
+      await pool.acquire({ hostname: "close.test", port: 1 });
+      const patient = pool.close({ timeout: Infinity });
+      await pool.close({ timeout: 5 }); // closes the borrowed connection after 5 ms
+      await within(patient, 1_000, "the patient close()");
+      problems.push(...await leftovers(pool, counting, timers, undefined));
+      assertNone(problems, "closes");
+    });
   });
 });
