@@ -550,6 +550,8 @@ function statsProblems(stats: PoolStats, transport: CountingTransport): string[]
 /** Every opened event has one closed event at most, after it, and events agree with totals. */
 class EventLedger {
   readonly opened = new Set<number>();
+  /** When each connection was opened (Date.now()). */
+  readonly openedAt = new Map<number, number>();
   readonly closed = new Set<number>();
   readonly problems: string[] = [];
 
@@ -560,6 +562,7 @@ class EventLedger {
     if (event.type === "opened") {
       if (this.opened.has(event.id)) this.problems.push(`connection ${event.id} opened twice`);
       this.opened.add(event.id);
+      this.openedAt.set(event.id, Date.now());
     } else if (event.type === "closed") {
       if (DEBUG_STEPS) console.log(`  closed ${event.id}: ${event.reason} ${event.detail ?? ""}`);
       if (!this.opened.has(event.id)) {
@@ -1848,6 +1851,67 @@ class MisuseWorld {
     return { value: controller.signal, expect: "ok" };
   }
 
+  /** Hand-outs seen per connection id. */
+  readonly #uses = new Map<number, number>();
+  /** The idle deadline each pooled connection was retained with. */
+  readonly #idleDeadlines = new Map<number, number>();
+
+  /** idleTimeout of an address key, after its own options. */
+  #idleTimeout(key: string): number {
+    const echo = this.config.echo;
+    return key === "echo.prop:1" && echo !== undefined ? echo.idleTimeout : this.config.idleTimeout;
+  }
+
+  /** A connection was retained (by the test, or by exchange()) with these options. */
+  #retainedWith(connection: UpstreamConnection, idleTimeout: unknown, opts: OptsKind): void {
+    const asked = opts === "field" && typeof idleTimeout === "number" && idleTimeout >= 0
+      ? idleTimeout
+      : Infinity;
+    this.#idleDeadlines.set(
+      connection.id,
+      Math.min(asked, this.#idleTimeout(connection.address.key)),
+    );
+  }
+
+  /**
+   * Issues 10 and 11, at every hand-out: created on the first one only, with
+   * idleMs 0; idleMs never at or past the connection's idle deadline; no
+   * more hand-outs than maxUses; never older than maxLifetime.
+   */
+  #handedOut(connection: UpstreamConnection, acquired: Acquired | undefined): void {
+    const id = connection.id;
+    const uses = (this.#uses.get(id) ?? 0) + 1;
+    this.#uses.set(id, uses);
+    if (uses > this.config.maxUses) {
+      this.problems.push(
+        `connection ${id} handed out ${uses} times, maxUses is ${this.config.maxUses}`,
+      );
+    }
+    const openedAt = this.ledger.openedAt.get(id);
+    if (openedAt !== undefined && Date.now() - openedAt > this.config.maxLifetime + 2) {
+      this.problems.push(
+        `connection ${id} handed out ${
+          Date.now() - openedAt
+        } ms after it opened, maxLifetime is ${this.config.maxLifetime}`,
+      );
+    }
+    if (acquired === undefined) return;
+    if (acquired.created !== (uses === 1)) {
+      this.problems.push(`connection ${id}: created is ${acquired.created} on hand-out ${uses}`);
+    }
+    // Not "0 on the first hand-out", as the JSDoc says: a connection that add()
+    // or warm() opened reports the time it sat idle (left to the lead).
+    if (!(acquired.idleMs >= 0) || !Number.isFinite(acquired.idleMs)) {
+      this.problems.push(`connection ${id}: idleMs ${acquired.idleMs}`);
+    }
+    const deadline = this.#idleDeadlines.get(id) ?? this.#idleTimeout(connection.address.key);
+    if (acquired.idleMs >= deadline) {
+      this.problems.push(
+        `connection ${id} handed out after ${acquired.idleMs} ms idle, its deadline was ${deadline} ms`,
+      );
+    }
+  }
+
   /** maxPerHost of an address, after its own options. */
   #maxPerHost(a: number): number {
     const echo = this.config.echo;
@@ -1886,6 +1950,7 @@ class MisuseWorld {
             this.#acquiring--;
             if (outcome.ok) {
               this.held.push(newHeld(outcome.value.connection, "acquire", true));
+              this.#handedOut(outcome.value.connection, outcome.value);
               if (expects.size > 0) {
                 this.problems.push(
                   `acquire accepted options that must fail: ${[...expects]}`,
@@ -1945,9 +2010,12 @@ class MisuseWorld {
             pool.exchange(MISUSE_ADDRESSES[op.a] as never, async (connection) => {
               record.inRun = true;
               const held = newHeld(connection, "exchange", true);
+              this.#handedOut(connection, undefined);
               this.held.push(held);
               try {
-                return await this.#run(op.run, connection, held);
+                const value = await this.#run(op.run, connection, held);
+                if (held.live) this.#retainedWith(connection, op.idleTimeout, op.opts);
+                return value;
               } finally {
                 record.inRun = false;
                 held.live = false;
@@ -2028,6 +2096,9 @@ class MisuseWorld {
             : pool.release(held.connection)
         );
         this.#givenBack(op.op, held, outcome, expects, before);
+        if (op.op === "retain" && outcome.ok && outcome.value === true) {
+          this.#retainedWith(held.connection, op.idleTimeout, op.opts);
+        }
         if (DEBUG) {
           this.log.push(
             `  ${op.op} -> ${
@@ -2445,6 +2516,10 @@ class MisuseWorld {
     if (stats.closed !== this.pool.closed) {
       problems.push("stats().closed disagrees with pool.closed");
     }
+    const ids = this.held.filter((held) => held.live && held.kind !== "hook").map((held) =>
+      held.connection.id
+    );
+    if (new Set(ids).size !== ids.length) problems.push(`two borrowed handles share an id: ${ids}`);
     const config = this.config;
     let total = 0;
     for (const [key, counts] of Object.entries(stats.byAddress)) {
@@ -2534,9 +2609,15 @@ async function checkMisuse({ config, ops }: { config: MisuseConfig; ops: Op[] })
         if (problems.length > 0) break;
       }
       await world.finish(timers);
-      // Timers armed in all: a few per step; a re-arming storm would be thousands.
-      if (timers.set > 100 + 20 * ops.length) {
-        problems.push(`${timers.set} timers armed in ${ops.length} steps: a storm`);
+      // Timers armed in all: a few per step and per connect (warm(address, 1e9) with
+      // no limit opens 200 a second); a re-arming storm would be thousands more.
+      const { created, failed } = world.pool.stats().totals;
+      if (timers.set > 100 + 20 * ops.length + 4 * (created + failed)) {
+        problems.push(
+          `${timers.set} timers armed in ${ops.length} steps, ${
+            created + failed
+          } connects: a storm`,
+        );
       }
       if (DEBUG) {
         if (DEBUG_STEPS) console.log(world.log.join("\n"));
