@@ -866,7 +866,7 @@ const perAddressDescription: fc.Arbitrary<PerAddressDescription> = fc.record({
 
 const poolOptionsDescription: fc.Arbitrary<PoolOptionsDescription> = fc.record({
   shape: fc.constantFrom(
-    ...Array<"plain">(10).fill("plain"),
+    ...Array<"plain">(30).fill("plain"),
     "null-prototype",
     "null-prototype",
     "inherited",
@@ -895,10 +895,10 @@ const poolOptionsDescription: fc.Arbitrary<PoolOptionsDescription> = fc.record({
       ),
       unknownKey,
     ),
-    { nil: undefined, freq: 6 },
+    { nil: undefined, freq: 10 },
   ),
   perAddress: fc.oneof(
-    { weight: 4, arbitrary: fc.constant(undefined) },
+    { weight: 8, arbitrary: fc.constant(undefined) },
     { weight: 4, arbitrary: fc.array(perAddressDescription, { minLength: 1, maxLength: 2 }) },
     { weight: 1, arbitrary: fc.constant(null) },
     {
@@ -910,7 +910,7 @@ const poolOptionsDescription: fc.Arbitrary<PoolOptionsDescription> = fc.record({
     { weight: 1, arbitrary: fc.constantFrom({}, "x", 1, true) },
   ),
   transport: fc.constantFrom(
-    ...Array<"memory">(12).fill("memory"),
+    ...Array<"memory">(30).fill("memory"),
     "absent",
     "null",
     "no-settle",
@@ -2826,7 +2826,7 @@ describe("property: addresses", () => {
     "TLS options: a field made null, blank or of another type is refused, never taken as its default",
     async () => {
       await property(
-        "tls mutations",
+        "TLS options",
         200,
         fc.record({
           base: validTlsOptions,
@@ -2851,7 +2851,7 @@ describe("property: addresses", () => {
     "an address whose getters change: every acquire uses what it said last",
     async () => {
       await property(
-        "changing getters",
+        "whose getters change",
         120,
         fc.oneof(
           fc.record({
@@ -2956,7 +2956,7 @@ describe("property: real sockets", () => {
       const upstream = await TestUpstream.start({ mode: "echo" });
       try {
         await property(
-          "loopback writes",
+          "loopback sockets",
           20,
           fc.array(
             fc.record({
@@ -2977,9 +2977,58 @@ describe("property: real sockets", () => {
 
 describe("property: options", () => {
   propertyTest(
+    "one option at a time: any value, null included, is taken exactly when valid, else refused by name",
+    async () => {
+      const names = [...Object.keys(POOL_OPTIONS), "perAddress", "transport"];
+      await property(
+        "one option at a time",
+        300,
+        fc.constantFrom(...names).chain((name) =>
+          fc.record({
+            name: fc.constant(name),
+            value: name in POOL_OPTIONS
+              ? fc.oneof(optionValue(POOL_OPTIONS[name] as never, false), fc.constant(null))
+              : fc.constantFrom<unknown>(null, undefined, 0, "x", {}, [], true),
+          })
+        ),
+        async ({ name, value }) => {
+          const transport = new MemoryTransport();
+          const built = hookValue(value, POOL_OPTIONS[name] ?? "", new EventLedger());
+          const expect = name === "perAddress"
+            ? (built === undefined || (Array.isArray(built) && built.length === 0)
+              ? "ok"
+              : "TypeError")
+            : name === "transport"
+            ? (built === undefined ? "ok" : "TypeError")
+            : expectOption(POOL_OPTIONS[name] as never, built);
+          const options = name === "transport" ? { [name]: built } : { transport, [name]: built };
+          const created = callSync(() => new ConnectionPool(options as never));
+          if (expect === "ok") {
+            assert.ok(
+              created.ok,
+              `${name}: ${show(built)} refused: ${!created.ok && describeError(created.error)}`,
+            );
+            await created.value.close();
+            return;
+          }
+          assert.ok(!created.ok, `${name}: ${show(built)} was accepted`);
+          assert.ok(
+            matches(created.error, expect),
+            `${name}: ${describeError(created.error)}, expected ${expect}`,
+          );
+          assert.ok(
+            (created.error as Error).message.includes(`option ${name}:`),
+            `${name}: the message does not name it: ${(created.error as Error).message}`,
+          );
+        },
+      );
+    },
+  );
+
+  propertyTest(
     "pool options: created exactly when valid, the error names a mistake, the pool then works and leaves nothing",
     async () => {
-      await property("pool options", 250, poolOptionsDescription, checkPoolOptions);
+      await property("pool options", 400, poolOptionsDescription, checkPoolOptions);
     },
   );
 });
