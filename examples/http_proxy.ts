@@ -187,8 +187,14 @@ export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
           if (body !== "none") await sendBody(req, connection, body === "chunked");
           const reply = await reader.readHead(method);
           client.start(reply);
-          for await (const part of reader.body(reply)) await client.write(part);
-          client.end();
+          // Each part is written when the next arrives, and the last with
+          // end(): a reply that fits one read leaves in one write.
+          let last: Uint8Array | undefined;
+          for await (const part of reader.body(reply)) {
+            if (last !== undefined) await client.write(last);
+            last = part;
+          }
+          client.end(last);
           return reader.reusable(reply) && keepAliveDeadline(reply) > 0;
         },
       );
@@ -345,8 +351,10 @@ class ClientSink {
     if (res.destroyed) throw new ClientGone("the client closed its connection");
   }
 
-  end(): void {
-    this.#res.end();
+  /** Ends the reply, with its last part if any. */
+  end(last: Uint8Array | undefined): void {
+    if (last === undefined) this.#res.end();
+    else this.#res.end(last);
   }
 
   /** Answers 502 (504 for timeouts) if nothing was sent yet; otherwise cuts the reply off. */
@@ -401,4 +409,12 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     reuse: !args.includes("--no-reuse"),
   });
   console.log(`proxying http://127.0.0.1:${proxy.port}/ to ${target[0]}`);
+  const stop = async (): Promise<void> => {
+    const { created, reused } = proxy.pool.stats().totals;
+    await proxy.close();
+    console.log({ ...proxy.counts, upstreamConnectionsOpened: created, reused });
+    process.exit(0);
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
 }
