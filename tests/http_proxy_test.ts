@@ -17,6 +17,7 @@ import * as net from "node:net";
 import * as path from "node:path";
 import process from "node:process";
 import { type HttpProxy, startProxy } from "../examples/http_proxy.ts";
+import { ConnectionPool, type TcpAddress } from "../mod.ts";
 import {
   type ByteSource,
   HttpParseError,
@@ -625,6 +626,31 @@ end
 `;
 }
 
+/**
+ * What the proxy's upstream side can do without its client side: `callers`
+ * loops of acquire, GET, read the reply, retain, for `seconds`.
+ */
+async function poolClientRate(address: TcpAddress, callers: number, seconds: number) {
+  const pool = new ConnectionPool();
+  const get = latin1Encode("GET /r HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  const end = Date.now() + seconds * 1000;
+  let done = 0;
+  await Promise.all(Array.from({ length: callers }, async () => {
+    while (Date.now() < end) {
+      const { connection } = await pool.acquire(address);
+      await connection.write(get);
+      const reader = new ResponseReader(connection);
+      const reply = await reader.readHead("GET");
+      for await (const _ of reader.body(reply));
+      if (reader.reusable(reply)) pool.retain(connection);
+      else pool.release(connection);
+      done++;
+    }
+  }));
+  await pool.close();
+  return done / seconds;
+}
+
 describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
   let nginx: Awaited<ReturnType<typeof startNginx>>;
   let proxy: HttpProxy;
@@ -737,6 +763,11 @@ describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
           });
           console.log(`  ${runtime}: ${name}: ${Math.round(result.perSecond)} requests/s`);
         }
+        await delay(1200);
+        const alone = await poolClientRate(nginx.address, 16, 3);
+        console.log(
+          `  ${runtime}: the proxy's upstream side alone: ${Math.round(alone)} requests/s`,
+        );
       } finally {
         await noReuse.close();
         bare.closeAllConnections?.();
