@@ -121,11 +121,12 @@ const KEEP_ALIVE_MARGIN_MS = 500;
  */
 export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
   const { upstream, reuse = true } = options;
-  // Without reuse nothing stays idle, so every acquire opens a connection.
-  const pool = new ConnectionPool(reuse ? {} : { maxIdlePerHost: 0 });
+  const pool = new ConnectionPool();
   // The retry must not meet another connection that sat idle as long as the
-  // one that just failed: `fresh` keeps none, so its acquires always open one.
-  const fresh = new ConnectionPool({ maxIdlePerHost: 0 });
+  // one that just failed: nothing is ever retained into `fresh`, so its
+  // acquires always open a new one. (`maxIdlePerHost: 0` would not do: a
+  // retained connection goes straight to a waiting acquire.)
+  const fresh = new ConnectionPool();
   const counts: ProxyCounts = {
     requests: 0,
     retried: 0,
@@ -163,12 +164,14 @@ export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
         }
         throw error;
       }
+      // Only the main pool keeps connections, and only when reusing.
       // retain() still closes it if bytes arrived meanwhile or it failed.
-      if (reusable && from.retain(connection)) {
+      const keep = reusable && reuse && from === pool;
+      if (keep && pool.retain(connection)) {
         counts.retained++;
         return;
       }
-      if (!reusable) from.release(connection);
+      if (!keep) from.release(connection);
       counts.released++;
       return;
     }

@@ -455,6 +455,26 @@ describe("http proxy: what it retains, releases and retries", () => {
     }
   });
 
+  test("with reuse: false every request opens its own connection, however many overlap", async () => {
+    const alone = await startProxy({ upstream: upstream.address, reuse: false });
+    try {
+      for (let round = 0; round < 5; round++) {
+        const replies = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => request(alone.port, "GET", `/n${i}`)),
+        );
+        replies.forEach((reply, i) => assert.equal(text(reply.body), `/n${i}`));
+      }
+      const { created, reused } = alone.pool.stats().totals;
+      const { requests, retained, released } = alone.counts;
+      assert.deepEqual(
+        { created, reused, requests, retained, released },
+        { created: 80, reused: 0, requests: 80, retained: 0, released: 80 },
+      );
+    } finally {
+      await alone.close();
+    }
+  });
+
   test("CONNECT is refused with 405 and opens no upstream connection", async () => {
     const before = snapshot(proxy);
     const reply = await new Promise<string>((resolve, reject) => {
