@@ -132,7 +132,7 @@ export class ResponseReader {
    */
   async readHead(method: string): Promise<ResponseHead> {
     for (;;) {
-      const head = parseHead(await this.#readUntilBlankLine(MAX_HEAD, "response head"), method);
+      const head = parseHead(await this.#readSection("response head"), method);
       if (head.status === 101) throw new HttpParseError("the upstream switched protocols unasked");
       if (head.status >= 200) {
         this.#complete = head.framing === "none";
@@ -170,7 +170,7 @@ export class ResponseReader {
       }
     }
     // Trailer fields are read and dropped; the blank line ends the message.
-    await this.#readUntilBlankLine(MAX_HEAD, "trailer section", true);
+    await this.#readSection("trailer section");
   }
 
   async *#exactly(length: number): AsyncGenerator<Uint8Array> {
@@ -183,13 +183,29 @@ export class ResponseReader {
     }
   }
 
-  /** Reads until CRLF CRLF (or, for trailers, a lone CRLF first) and returns the text before it. */
-  async #readUntilBlankLine(limit: number, what: string, trailers = false): Promise<string> {
-    let text = "";
+  /**
+   * Reads lines up to an empty one and returns them as one Latin-1 text,
+   * each with its line end (decoded once, not line by line).
+   */
+  async #readSection(what: string): Promise<string> {
+    let lineStart = 0; // from this.#offset, which a fill moves
     for (;;) {
-      const line = await this.#readLine(what, limit - text.length);
-      if (line === "") return text;
-      if (!trailers) text += line + "\r\n";
+      const buffer = this.#buffer;
+      const base = this.#offset;
+      for (
+        let lf = buffer.indexOf(LF, base + lineStart);
+        lf !== -1;
+        lf = buffer.indexOf(LF, lf + 1)
+      ) {
+        const start = base + lineStart;
+        if (lf === start || (lf === start + 1 && buffer[start] === CR)) {
+          this.#offset = lf + 1;
+          return latin1Decode(buffer.subarray(base, start));
+        }
+        lineStart = lf + 1 - base;
+      }
+      if (buffer.length - base > MAX_HEAD) throw new HttpParseError(`${what} too long`);
+      if (!await this.#fill(true)) throw new ReplyCutShort(this.received);
     }
   }
 
@@ -247,9 +263,9 @@ export class ResponseReader {
   }
 }
 
-/** Parses a status line and header lines (each ending in CRLF). */
+/** Parses a status line and header lines (each ending in CRLF, or LF). */
 export function parseHead(text: string, method: string): ResponseHead {
-  const lines = text.split("\r\n");
+  const lines = text.split(/\r?\n/);
   lines.pop();
   const statusLine = /^HTTP\/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?$/.exec(lines[0] ?? "");
   if (statusLine === null) throw new HttpParseError(`bad status line: ${quote(lines[0] ?? "")}`);
@@ -319,8 +335,15 @@ export function parseHead(text: string, method: string): ResponseHead {
   };
 }
 
+// WHATWG's "latin1" is windows-1252: it differs from ISO-8859-1 only in
+// 0x80-0x9F, which it maps above U+00FF where it differs at all.
+const windows1252 = new TextDecoder("latin1");
+
 /** Bytes as Latin-1 text, one character per byte (HTTP field values are octets). */
 export function latin1Decode(bytes: Uint8Array): string {
+  const fast = windows1252.decode(bytes);
+  // deno-lint-ignore no-control-regex
+  if (!/[^\x00-\xff]/.test(fast)) return fast;
   let text = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     text += String.fromCharCode(...bytes.subarray(i, i + 4096));

@@ -179,6 +179,16 @@ describe("http proxy: the response reader", () => {
     }
   });
 
+  test("header octets above 0x7F stay the same octets; bare LF line ends are read", async () => {
+    const value = new Uint8Array([0x61, 0x80, 0x81, 0x9f, 0xa0, 0xe9, 0xff]);
+    const reply = concat("HTTP/1.1 200 OK\nX-Octets: ", value, "\r\nContent-Length: 0\n\n");
+    const reader = new ResponseReader(new CutSource(reply, random(9), 5));
+    const { head } = await readAll(reader);
+    assert.deepEqual(head.headers[0], ["X-Octets", String.fromCharCode(...value)]);
+    assert.ok(sameBytes(latin1Encode(head.headers[0]![1]), value));
+    assert.equal(reader.reusable(head), true);
+  });
+
   test("malformed replies are parse errors; a short one says how much came", async () => {
     const bad = [
       "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
