@@ -28,7 +28,13 @@ import {
 import { pattern, sameBytes } from "./_bytes.ts";
 import { delay } from "./_async.ts";
 import { runtime } from "./_runtime.ts";
-import { findProgram, programVersion, serverDir, ServerProcess } from "./_servers/process.ts";
+import {
+  findProgram,
+  programVersion,
+  realServersSkipReason,
+  serverDir,
+  ServerProcess,
+} from "./_servers/process.ts";
 
 const LONG = { timeout: 120_000 };
 const SOAK = process.env.PROXY_SOAK === "1";
@@ -568,14 +574,11 @@ http {
   };
 }
 
-/** wrk's path, or why it cannot run: skipped here, a failure under CI=true. */
-function findWrk(): { path?: string; missing?: string } {
-  try {
-    return { path: findProgram("wrk", "wrk") };
-  } catch (error) {
-    return { missing: (error as Error).message };
-  }
-}
+// Without nginx or wrk (and not under CI=true, where that fails) the tests
+// that need them are skipped with the command that installs them.
+const nginxSkip = realServersSkipReason([{ program: "nginx", debianPackage: "nginx" }]);
+const wrkSkip = nginxSkip ?? realServersSkipReason([{ program: "wrk", debianPackage: "wrk" }]);
+const NGINX = { ...LONG, skip: nginxSkip ?? false };
 
 interface WrkResult {
   requests: number;
@@ -684,15 +687,13 @@ async function poolClientRate(address: TcpAddress, callers: number, seconds: num
 describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
   let nginx: Awaited<ReturnType<typeof startNginx>>;
   let proxy: HttpProxy;
-  const wrk = findWrk();
 
   before(async () => {
+    for (const reason of new Set([nginxSkip, wrkSkip])) if (reason) console.log(`  ${reason}`);
+    if (nginxSkip) return;
     nginx = await startNginx();
     proxy = await startProxy({ upstream: nginx.address });
     console.log(`  ${nginx.version}; proxy on ${runtime}`);
-    if (wrk.missing && process.env.CI !== "true") {
-      console.log(`  skipping the wrk test: ${wrk.missing}`);
-    }
   });
 
   after(async () => {
@@ -700,7 +701,7 @@ describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
     await nginx?.close();
   });
 
-  test("bodies stream through both ways: Content-Length, chunked, HEAD", LONG, async () => {
+  test("bodies stream through both ways: Content-Length, chunked, HEAD", NGINX, async () => {
     const big = await request(proxy.port, "GET", "/big.bin");
     assert.equal(big.status, 200);
     assert.equal(big.headers["content-length"], String(nginx.big.length));
@@ -721,35 +722,39 @@ describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
     assert.equal(proxy.counts.released, 0, "every exchange ended clean: all retained");
   });
 
-  test("Connection: close from nginx (keepalive_requests 3) releases the connection", async () => {
-    await delay(1100); // let connections of earlier tests expire: this one counts its own
-    const before = snapshot(proxy);
-    for (let i = 1; i <= 9; i++) {
-      const got = await request(proxy.port, "GET", `/close/${i}`);
-      assert.equal(text(got.body), `/close/${i}\n`);
-    }
-    // Requests 3, 6 and 9 carried Connection: close.
-    assert.deepEqual(delta(before, proxy), {
-      requests: 9,
-      retained: 6,
-      released: 3,
-      created: 3,
-      reused: 6,
-    });
-  });
+  test(
+    "Connection: close from nginx (keepalive_requests 3) releases the connection",
+    NGINX,
+    async () => {
+      await delay(1100); // let connections of earlier tests expire: this one counts its own
+      const before = snapshot(proxy);
+      for (let i = 1; i <= 9; i++) {
+        const got = await request(proxy.port, "GET", `/close/${i}`);
+        assert.equal(text(got.body), `/close/${i}\n`);
+      }
+      // Requests 3, 6 and 9 carried Connection: close.
+      assert.deepEqual(delta(before, proxy), {
+        requests: 9,
+        retained: 6,
+        released: 3,
+        created: 3,
+        reused: 6,
+      });
+    },
+  );
 
   test(
     "wrk in bursts with pauses around nginx's 1 s: no 5xx, no socket error",
-    { ...LONG, skip: wrk.path === undefined && process.env.CI !== "true" ? wrk.missing : false },
+    { ...LONG, skip: wrkSkip ?? false },
     async () => {
-      if (wrk.path === undefined) assert.fail(`CI=true and ${wrk.missing}`);
+      const wrk = findProgram("wrk", "wrk");
       const connections = 16;
       const pauses = process.env.PROXY_PAUSES?.split(",").map(Number) ??
         (SOAK ? [950, 980, 995, 1000, 1005, 1020, 1050] : [900, 996, 998, 1000, 1100]);
       const script = path.join(serverDir("proxy-wrk"), "bursts.lua");
       fs.writeFileSync(script, burstScript(2000, pauses, connections));
       const before = snapshot(proxy);
-      const result = await runWrk(wrk.path, `http://127.0.0.1:${proxy.port}`, {
+      const result = await runWrk(wrk, `http://127.0.0.1:${proxy.port}`, {
         connections,
         seconds: Number(process.env.PROXY_SECONDS ?? (SOAK ? 60 : 6)),
         script,
@@ -770,8 +775,9 @@ describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
 
   test(
     "requests/s with the pool and with a connection per request (PROXY_BENCH=1)",
-    { timeout: 120_000, skip: !BENCH || wrk.path === undefined },
+    { timeout: 120_000, skip: BENCH ? wrkSkip ?? false : "set PROXY_BENCH=1 to measure" },
     async () => {
+      const wrk = findProgram("wrk", "wrk");
       const bare = http.createServer((_req, res) => {
         res.writeHead(200, { "content-type": "text/plain", "content-length": "3" });
         res.end("/r\n");
@@ -787,7 +793,7 @@ describe("http proxy: in front of nginx with keepalive_timeout 1s", () => {
       try {
         for (const [name, port] of targets) {
           await delay(1200);
-          const result = await runWrk(wrk.path!, `http://127.0.0.1:${port}/r`, {
+          const result = await runWrk(wrk, `http://127.0.0.1:${port}/r`, {
             connections: 16,
             seconds: 3,
           });
