@@ -19,8 +19,9 @@
  * - **One retry**, on a new connection, for a `GET`, `HEAD` or `OPTIONS`
  *   without a body that failed on a *reused* connection before any reply
  *   byte because the connection ended: the upstream closed it for idleness
- *   just as the request went out (Go's `http.Transport` rule). Nothing else
- *   is ever sent twice.
+ *   just as the request went out (Go's `http.Transport` rule). That is
+ *   `pool.exchange(..., { idempotent })`'s rule: nothing else is ever sent
+ *   twice.
  *
  * Run it in front of any HTTP/1.1 server:
  *
@@ -121,12 +122,6 @@ const KEEP_ALIVE_MARGIN_MS = 500;
  */
 export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
   const { upstream, reuse = true } = options;
-  const pool = new ConnectionPool();
-  // The retry must not meet another connection that sat idle as long as the
-  // one that just failed: nothing is ever retained into `fresh`, so its
-  // acquires always open a new one. (`maxIdlePerHost: 0` would not do: a
-  // retained connection goes straight to a waiting acquire.)
-  const fresh = new ConnectionPool();
   const counts: ProxyCounts = {
     requests: 0,
     retried: 0,
@@ -135,46 +130,43 @@ export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
     retained: 0,
     released: 0,
   };
+  const pool = new ConnectionPool({
+    onEvent: (event) => {
+      if (event.type === "retry") counts.retried++;
+    },
+  });
 
   /**
-   * Runs `exchange` on a connection and gives the connection back: retained
-   * if `exchange` says it is reusable, released if not or if it threw.
-   * Retries once on a new connection when that is safe (see the module doc).
-   *
-   * This is what `pool.exchange(upstream, fn, { idempotent })` will do
-   * inside the library; with it, this function becomes that one call.
+   * Runs `exchange` on a pooled connection through `pool.exchange`: retained
+   * (until the reply's `Keep-Alive: timeout` less a margin) if `exchange`
+   * says it is reusable, released if not or if it threw. `pool.exchange`
+   * sends an idempotent request once more, on a new connection, when that is
+   * safe (see the module doc).
    */
   async function withConnection(
     idempotent: boolean,
-    exchange: (connection: UpstreamConnection, reader: ResponseReader) => Promise<boolean>,
+    exchange: (connection: UpstreamConnection, reader: ResponseReader) => Promise<Reusable>,
   ): Promise<void> {
-    for (let attempt = 1;; attempt++) {
-      const from = attempt === 1 ? pool : fresh;
-      const { created, connection } = await from.acquire(upstream);
+    await pool.exchange(upstream, async (connection) => {
       const reader = new ResponseReader(connection);
-      let reusable: boolean;
+      let reply: Reusable;
       try {
-        reusable = await exchange(connection, reader);
+        reply = await exchange(connection, reader);
       } catch (error) {
-        from.release(connection);
-        counts.released++;
-        if (attempt === 1 && idempotent && !created && reader.received === 0 && ended(error)) {
-          counts.retried++;
-          continue;
-        }
+        counts.released++; // pool.exchange releases it (and may replay the request)
         throw error;
       }
-      // Only the main pool keeps connections, and only when reusing.
       // retain() still closes it if bytes arrived meanwhile or it failed.
-      const keep = reusable && reuse && from === pool;
-      if (keep && pool.retain(connection)) {
+      if (reply.reusable && reuse && pool.retain(connection, { idleTimeout: reply.idleTimeout })) {
         counts.retained++;
         return;
       }
-      if (!keep) from.release(connection);
-      counts.released++;
-      return;
-    }
+      if (reply.reusable && reuse) counts.released++; // retain() closed it
+      else {
+        pool.release(connection);
+        counts.released++;
+      }
+    }, { idempotent });
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -203,7 +195,8 @@ export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
             last = part;
           }
           client.end(last);
-          return reader.reusable(reply) && keepAliveDeadline(reply) > 0;
+          const idleTimeout = keepAliveDeadline(reply);
+          return { reusable: reader.reusable(reply) && idleTimeout > 0, idleTimeout };
         },
       );
     } catch (error) {
@@ -235,7 +228,7 @@ export async function startProxy(options: ProxyOptions): Promise<HttpProxy> {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections?.();
       await closed;
-      await Promise.all([pool.close(), fresh.close()]);
+      await pool.close();
     },
   };
 }
@@ -304,6 +297,12 @@ const LAST_CHUNK = latin1Encode("0\r\n\r\n");
 function keepAliveDeadline(reply: ResponseHead): number {
   if (reply.keepAliveTimeoutMs === undefined) return Infinity;
   return reply.keepAliveTimeoutMs - KEEP_ALIVE_MARGIN_MS;
+}
+
+/** Whether a reply left its connection reusable, and for how long it may then stay idle. */
+interface Reusable {
+  reusable: boolean;
+  idleTimeout: number;
 }
 
 /** The client went away mid-reply: the upstream reply cannot be finished, so its connection goes. */
@@ -387,12 +386,6 @@ function refuseConnect(res: http.ServerResponse, counts: ProxyCounts): void {
     connection: "close",
   });
   res.end();
-}
-
-/** The connection ended under the request: EOF before the reply, a reset, a failed write. */
-function ended(error: unknown): boolean {
-  return error instanceof ReplyCutShort ||
-    (error instanceof PoolError && error.code === "CONNECTION_LOST");
 }
 
 function describe(error: unknown): string {
