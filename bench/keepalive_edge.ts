@@ -217,7 +217,7 @@ async function main(args: string[]): Promise<void> {
     );
     console.log(
       `${callers} callers per client, each with its own pool of 1 connection, idle gaps ` +
-        `${gapMin}–${gapMax} ms, ${perCaller} requests per caller, no retries; ` +
+        `${gapMin}–${gapMax} ms, ${perCaller} requests per caller, no retries (but exchange's); ` +
         `all clients at once, ${seconds.toFixed(1)} s; nginx accepted ${accepted} connections\n`,
     );
     printTable([
@@ -287,7 +287,8 @@ async function main(args: string[]): Promise<void> {
       setup: `nginx (${nginx.version}) with keepalive_timeout ${SERVER_TIMEOUT_MS / 1000}s; ` +
         `${callers} callers per client, each with its own pool of one connection; idle gaps ` +
         `${gapMin}–${gapMax} ms; ${perCaller * callers} requests per client, every client at ` +
-        `once (${seconds.toFixed(0)} s); no retries; deadline variants: ${deadline} ms`,
+        `once (${seconds.toFixed(0)} s); no retries (but exchange's own); deadline variants: ` +
+        `${deadline} ms`,
       ratios,
       figures,
       notes,

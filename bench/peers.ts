@@ -21,13 +21,17 @@
  *
  * Every variant runs for a fixed time per round; rounds are interleaved
  * with a rotating order, and each figure is the median of the rounds'
- * requests/s. nginx's stub_status counts the connections each variant
+ * requests/s. Many short rounds rather than a few long ones: with one
+ * caller, client and nginx wake each other for every request, and on a
+ * 2-core machine a round's rate depends on whether the other core was
+ * idle (seen here: 10,000 and 50,000 requests/s for the same client in
+ * consecutive rounds), so the median needs many rounds to settle. nginx's stub_status counts the connections each variant
  * opened (all of them during the warm-up when the client pools). A peer
  * that cannot run on this runtime is left out and the output says why.
  *
  * Run `deno run --allow-all bench/peers.ts`, `bun bench/peers.ts` or
- * `node npm/esm/bench/peers.js`. Options: `--quick`, `--rounds=7`,
- * `--seconds=0.5` (per variant and round), `--callers=32`,
+ * `node npm/esm/bench/peers.js`. Options: `--quick`, `--rounds=15`,
+ * `--seconds=0.25` (per variant and round), `--callers=32`,
  * `--connections=32`.
  *
  * @module
@@ -110,7 +114,7 @@ async function driveBounded(variant: Variant, seconds: number): Promise<number> 
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { rounds: 7, seconds: 0.5, callers: 32, connections: 32 },
+    { rounds: 15, seconds: 0.25, callers: 32, connections: 32 },
     { rounds: 2, seconds: 0.2, callers: 32, connections: 32 },
   );
   const { callers, connections } = options;
@@ -244,7 +248,7 @@ async function main(args: string[]): Promise<void> {
     if (Number.isFinite(pooled) && Number.isFinite(rate(raw))) {
       ratios.push({
         key: "peers.pool-vs-raw",
-        label: `${callers} callers: through the pool ÷ each on its own raw connection, requests/s`,
+        label: `${callers} callers: pool ÷ own raw connection each, requests/s`,
         column: `${callers} callers: pool ÷ own raw connection each`,
         value: pooled / rate(raw),
         target: 0.95,
