@@ -11,10 +11,15 @@
  * uniformly from 0.5–1.5 s: about half the gaps outlast the server's
  * timeout, and some end right at it. Nothing is retried anywhere. Every
  * client kind runs at the same time in the same process, so each sees the
- * same machine. A request fails if it does not end in a complete 200
+ * same machine. Before the run, each client is asked whether it resends
+ * a request by itself (bench/_peers/retry_probe.ts); one that does is
+ * named in the notes. A request fails if it does not end in a complete 200
  * (reset, EOF, a failed write, or no answer within 10 s); each failure is
  * recorded with the idle time before it (the time since its caller's
- * previous request ended), to show where failures cluster.
+ * previous request ended), to show where failures cluster. That clock is
+ * the client's: on a loaded machine a response is seen, and a request
+ * written, later than nginx's clock says, so the figures include how late
+ * a 20 ms timer fired during the run.
  *
  * Clients: upstream-pool with a plain acquire → request → retain loop;
  * undici `Pool` (`connections: 1`, its default `keepAliveTimeout` of 4 s);
@@ -44,6 +49,7 @@ import { type ClientFactory, describeFailure, type HttpClient } from "./_peers/c
 import { genericPoolClient } from "./_peers/generic_pool.ts";
 import { nodeAgentClient } from "./_peers/node_agent.ts";
 import { loadUndici, undiciClient } from "./_peers/undici.ts";
+import { probeRetry, type RetryProbe } from "./_peers/retry_probe.ts";
 import { hasExchange, retriedCount, upstreamPoolClient } from "./_peers/upstream_pool.ts";
 import {
   emitResult,
@@ -54,6 +60,7 @@ import {
   runMain,
   runtime,
 } from "./_report.ts";
+import { maximum, percentile } from "./_stats.ts";
 
 /** The server's idle limit, `keepalive_timeout` in nginx's config. */
 const SERVER_TIMEOUT_MS = 1000;
@@ -68,6 +75,8 @@ interface Kind {
   readonly unavailable?: string;
   /** The pool's counterpart with a target of 0 failures. */
   readonly target?: number;
+  /** Retrying is this variant's purpose: the retry probe is not asked. */
+  readonly retries?: boolean;
 }
 
 interface Failure {
@@ -129,6 +138,7 @@ async function main(args: string[]): Promise<void> {
       key: "pool-exchange",
       name: "upstream-pool, exchange() + idle deadline",
       target: 0,
+      retries: true,
       ...(exchange
         ? {
           make: (port: number, connections: number) =>
@@ -155,6 +165,13 @@ async function main(args: string[]): Promise<void> {
     { key: "agent", name: "node:http Agent", make: nodeAgentClient },
     { key: "generic", name: "generic-pool + node:net", make: genericPoolClient },
   ];
+  // Who resends by itself? Asked before the run, one client kind at a time.
+  const probes = new Map<Kind, RetryProbe>();
+  for (const kind of kinds) {
+    if (kind.make !== undefined && kind.retries !== true) {
+      probes.set(kind, await probeRetry(kind.make));
+    }
+  }
   const tallies: Tally[] = kinds.filter((kind) => kind.make !== undefined).map((kind) => ({
     kind,
     clients: Array.from({ length: callers }, () => kind.make!(port, 1)),
@@ -163,6 +180,14 @@ async function main(args: string[]): Promise<void> {
     pastTimeout: 0,
   }));
   const started = performance.now();
+  // How late timers fire while all this runs: the client-side clock a failure's idle time is read on.
+  const lateness: number[] = [];
+  let expected = performance.now() + 20;
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    lateness.push(Math.max(0, now - expected));
+    expected = now + 20;
+  }, 20);
   try {
     const caller = async (tally: Tally, client: HttpClient): Promise<void> => {
       await sleep(random(0, gapMin)); // spread the first connects
@@ -183,6 +208,7 @@ async function main(args: string[]): Promise<void> {
     await Promise.all(
       tallies.flatMap((tally) => tally.clients.map((client) => caller(tally, client))),
     );
+    clearInterval(ticker);
     const seconds = (performance.now() - started) / 1000;
     const accepted = await nginx.accepted();
 
@@ -231,10 +257,27 @@ async function main(args: string[]): Promise<void> {
         idleList(tally) || "—",
       ]),
     ]);
+    console.log(
+      `\ntimers ran late by ${percentile(lateness, 50).toFixed(1)} ms (median), ` +
+        `${percentile(lateness, 99).toFixed(1)} ms (p99), ${maximum(lateness).toFixed(1)} ms (max)`,
+    );
     const notes: string[] = [];
+    const notRun = new Map<string, string[]>();
     for (const kind of kinds.filter((each) => each.make === undefined)) {
-      notes.push(`${kind.name}: not run: ${kind.unavailable}`);
-      console.log(`\n${kind.name} cannot run on ${runtime().name}: ${kind.unavailable}`);
+      notRun.set(kind.unavailable!, [...notRun.get(kind.unavailable!) ?? [], kind.name]);
+    }
+    for (const [why, names] of notRun) {
+      notes.push(`not run: ${names.join("; ")}: ${why}`);
+      console.log(`\nnot run on ${runtime().name}: ${names.join("; ")}: ${why}`);
+    }
+    for (const [kind, probe] of probes) {
+      if (!probe.resent) continue;
+      const line = `${kind.name} resends by itself: a probe upstream that closed a reused ` +
+        `connection at the second request, unanswered, received ${probe.requestsSeen} requests ` +
+        `for 2 sent, on ${probe.connections} connections (the second: ${probe.second}); its ` +
+        "failures here are what is left after its own retries";
+      notes.push(line);
+      console.log(`\n${line}`);
     }
     for (const tally of tallies) {
       if (tally.failures.length > 0) {
@@ -281,7 +324,15 @@ async function main(args: string[]): Promise<void> {
         },
       ];
     });
-    figures.push({ label: "connections nginx accepted", value: accepted, unit: "" });
+    figures.push(
+      { label: "connections nginx accepted", value: accepted, unit: "" },
+      {
+        label: "timers late by (event-loop delay), p99",
+        value: percentile(lateness, 99),
+        unit: "ms",
+      },
+      { label: "timers late by (event-loop delay), max", value: maximum(lateness), unit: "ms" },
+    );
     emitResult({
       bench: "keepalive_edge",
       setup: `nginx (${nginx.version}) with keepalive_timeout ${SERVER_TIMEOUT_MS / 1000}s; ` +

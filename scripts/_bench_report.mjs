@@ -157,6 +157,14 @@ function byBench(report) {
 
 const row = (cells) => `| ${cells.join(" | ")} |`;
 
+/** The load averages (1, 5, 15 min) at a run's start and, where recorded, at its end. */
+function loads(run) {
+  const list = (values) => values.map((each) => each.toFixed(2)).join(", ");
+  return `${list(run.machine.loadAverage)} at the start` +
+    (run.loadAverageEnd === undefined ? "" : `, ${list(run.loadAverageEnd)} at the end`) +
+    " (1, 5, 15 min)";
+}
+
 /** When and how a run was made, for the report's opening lines. */
 function runLine(run) {
   return `${run.date.slice(0, 10)} at ${run.date.slice(11, 16)} UTC with \`${run.command}\`, ` +
@@ -186,8 +194,7 @@ export function renderMarkdown(report, order) {
     ...merged.flatMap((run) => [
       "",
       `Sections ${run.benches.map((bench) => `\`${bench}\``).join(", ")} were measured ` +
-      `separately on ${runLine(run)} (load average at its start ` +
-      `${run.machine.loadAverage.map((each) => each.toFixed(2)).join(", ")}), and merged in.`,
+      `separately on ${runLine(run)}, and merged in; load average ${loads(run)}.`,
     ]),
     "",
     "| machine | |",
@@ -195,10 +202,7 @@ export function renderMarkdown(report, order) {
     `| CPU | ${machine.cpu}, ${machine.cores} cores |`,
     `| memory | ${machine.memoryGiB.toFixed(1)} GiB |`,
     `| system | ${machine.system} |`,
-    `| load average at the start | ${
-      machine.loadAverage.map((each) => each.toFixed(2)).join(", ")
-    } ` +
-    "(1, 5, 15 min) |",
+    `| load average | ${loads(report)} |`,
     `| runtimes | ${versionList} |`,
     "",
     "Every figure is a median over repeated runs, and every ratio compares variants measured side " +

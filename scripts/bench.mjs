@@ -33,6 +33,7 @@
 // exit code is 1 if any step failed.
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -266,7 +267,9 @@ for (const name of selected) {
 
 const minutes = (performance.now() - started) / 60_000;
 const command = `npm run bench${args.length > 0 ? ` -- ${args.join(" ")}` : ""}`;
-const thisRun = { date: new Date().toISOString(), command, minutes, machine };
+// The machine is shared while developing: how busy it was at the end says as much as at the start.
+const loadAverageEnd = os.loadavg();
+const thisRun = { date: new Date().toISOString(), command, minutes, machine, loadAverageEnd };
 let report = { ...thisRun, quick, results, failures };
 if (merge) report = mergeInto(JSON.parse(fs.readFileSync(saved, "utf8")));
 
