@@ -70,8 +70,8 @@ export function checkCloseTimeout(options: { timeout?: number }): number | undef
  * Checks a connection given back to `retain` or `release` (the `verb`): it
  * must be a lease of `owner`'s that is still out.
  */
-export function checkBorrowed(
-  connection: UpstreamConnection,
+export function checkBorrowed<State>(
+  connection: UpstreamConnection<State>,
   owner: LeaseOwner,
   verb: string,
 ): Lease {
@@ -86,7 +86,7 @@ export function checkBorrowed(
       `Cannot ${verb}: this connection was not handed out by this pool`,
     );
   }
-  if (!connection.active) {
+  if (!connection.active || connection.socket.phase !== "borrowed") {
     throw new PoolError(
       "NOT_BORROWED",
       `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
@@ -94,4 +94,51 @@ export function checkBorrowed(
     );
   }
   return connection;
+}
+
+/** Checks exchange()'s function and options. */
+export function checkExchange(
+  run: unknown,
+  options: { idempotent?: boolean; signal?: AbortSignal; idleTimeout?: number },
+): { idempotent: boolean; signal: AbortSignal | undefined; idleTimeout: number | undefined } {
+  if (typeof run !== "function") {
+    throw new TypeError(`Invalid exchange: expected a function, got ${show(run)}`);
+  }
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid exchange options: expected an object, got ${show(options)}`);
+  }
+  const { idempotent = false } = options;
+  if (typeof idempotent !== "boolean") {
+    throw new TypeError(
+      `Invalid exchange option idempotent: expected a boolean, got ${show(idempotent)}`,
+    );
+  }
+  return {
+    idempotent,
+    signal: checkSignal(options),
+    idleTimeout: checkRetainOptions(options, "exchange"),
+  };
+}
+
+/** Checks retain()'s options and returns the idle deadline asked for, if any. */
+export function checkRetainOptions(
+  options: { idleTimeout?: number },
+  what = "retain",
+): number | undefined {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid ${what} options: expected an object, got ${show(options)}`);
+  }
+  const { idleTimeout } = options;
+  if (idleTimeout === undefined) return undefined;
+  if (typeof idleTimeout !== "number") {
+    throw new TypeError(
+      `Invalid ${what} option idleTimeout: expected a number, got ${show(idleTimeout)}`,
+    );
+  }
+  if (Number.isNaN(idleTimeout) || idleTimeout < 0) {
+    throw new RangeError(
+      `Invalid ${what} option idleTimeout: expected milliseconds >= 0, got ${idleTimeout}`,
+    );
+  }
+  return idleTimeout;
 }

@@ -18,6 +18,8 @@ test("the demo runs against its embedded upstream with no failed request", async
     result.stdout,
     /TLS round trip.*\n\s+through the pool\s+\d+ µs \(1 connection opened\)/,
   );
+  // The keep-alive edge: exchange() with an idle deadline loses no request.
+  assert.match(result.stdout, /exchange \+ idle deadline\s+0 failed/);
   const resumed = /(\d+) of 500 resumed a session/.exec(result.stdout);
   assert.ok(resumed, result.stdout);
   // Deno has no TLS session API; Node and Bun resume all but the first.
