@@ -2,12 +2,12 @@
 // complete response (Content-Length) → retain. Bytes past the response, or
 // `Connection: close`, mean the connection is released instead.
 //
-// Two variants use API the pool does not have yet (issue 10): `exchange`
-// (one request/reply, retried once on a new connection when a reused one
-// failed before any reply byte) and a per-idle-period deadline
-// (`retain(connection, { idleTimeout })`). They are built only when
-// `typeof pool.exchange === "function"`, so they light up once the pool
-// has it; until then `poolFeatures` says they are missing.
+// Two variants use API from issue 10: `exchange` (one request/reply,
+// retried once on a new connection when a reused one failed before any
+// reply byte) and a per-idle-period deadline (`retain(connection,
+// { idleTimeout })`, which `exchange` also takes). They are built only when
+// `typeof pool.exchange === "function"`, so that the benchmark still runs
+// the rest, and says which are missing, on a build without them.
 import { type Address, ConnectionPool, type UpstreamConnection } from "../../mod.ts";
 import { getRequest, ResponseCutShort, ResponseReader } from "../_http.ts";
 import type { HttpClient } from "./client.ts";
@@ -16,31 +16,19 @@ import type { HttpClient } from "./client.ts";
 export type PoolVariant =
   /** acquire → request → retain, nothing else. */
   | "plain"
-  /** `exchange(..., { idempotent: true })` on a pool whose `idleTimeout` is the deadline. */
+  /** `exchange(..., { idempotent: true, idleTimeout: deadline })`. */
   | "exchange+deadline"
   /** acquire → request → `retain(connection, { idleTimeout: deadline })`, no retry. */
   | "deadline";
 
-/** The API issue 10 plans, typed here so this file compiles before it exists. */
-interface PlannedApi {
-  exchange?: <T>(
-    address: Address,
-    run: (connection: UpstreamConnection) => Promise<T>,
-    options: { idempotent: boolean },
-  ) => Promise<T>;
-  retain(connection: UpstreamConnection, options?: { idleTimeout: number }): boolean;
-}
-
 /** Whether this build of the pool has `exchange` (and with it per-retain idle deadlines). */
 export function hasExchange(): boolean {
-  return typeof (ConnectionPool.prototype as unknown as PlannedApi).exchange === "function";
+  return typeof ConnectionPool.prototype.exchange === "function";
 }
 
 /** The pool's retry count (`stats().totals.retried`) where the pool counts retries. */
 export function retriedCount(client: HttpClient): number | undefined {
-  const pool = pools.get(client);
-  const totals = pool?.stats().totals as Record<string, number> | undefined;
-  return totals?.retried;
+  return pools.get(client)?.stats().totals.retried;
 }
 
 const pools = new WeakMap<HttpClient, ConnectionPool>();
@@ -78,18 +66,14 @@ export function upstreamPoolClient(
   }
   const address: Address = { hostname: "127.0.0.1", port };
   const request = getRequest(port);
-  const pool = new ConnectionPool({
-    maxPerHost: connections,
-    ...(variant === "exchange+deadline" ? { idleTimeout: deadline } : {}),
-  });
-  const planned = pool as unknown as PlannedApi;
+  const pool = new ConnectionPool({ maxPerHost: connections });
   const exchange = async (connection: UpstreamConnection): Promise<void> => {
     await connection.write(request);
     if (!await readResponse(connection)) pool.release(connection);
   };
   const client: HttpClient = {
     get: variant === "exchange+deadline"
-      ? () => planned.exchange!(address, exchange, { idempotent: true })
+      ? () => pool.exchange(address, exchange, { idempotent: true, idleTimeout: deadline })
       : async () => {
         const { connection } = await pool.acquire(address);
         let clean: boolean;
@@ -101,7 +85,7 @@ export function upstreamPoolClient(
           throw error;
         }
         if (!clean) pool.release(connection);
-        else if (variant === "deadline") planned.retain(connection, { idleTimeout: deadline });
+        else if (variant === "deadline") pool.retain(connection, { idleTimeout: deadline });
         else pool.retain(connection);
       },
     close: () => pool.close(),
