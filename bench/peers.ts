@@ -19,19 +19,21 @@
  * through the pool ÷ the same 32 callers each on its own raw connection
  * (the runtime's native socket API; goal at least 0.95).
  *
- * Every variant runs for a fixed time per round; rounds are interleaved
- * with a rotating order, and each figure is the median of the rounds'
- * requests/s. Many short rounds rather than a few long ones: with one
- * caller, client and nginx wake each other for every request, and on a
- * 2-core machine a round's rate depends on whether the other core was
- * idle (seen here: 10,000 and 50,000 requests/s for the same client in
- * consecutive rounds), so the median needs many rounds to settle. nginx's stub_status counts the connections each variant
- * opened (all of them during the warm-up when the client pools). A peer
- * that cannot run on this runtime is left out and the output says why.
+ * Every variant runs for a fixed time per round, in rounds whose order
+ * rotates; each requests/s figure is the median over the rounds, and each
+ * ratio the median over the rounds of that round's ratio, so that a burst
+ * of load from elsewhere that spans a round falls on both sides of it.
+ * Many short rounds rather than a few long ones: with one caller, client
+ * and nginx wake each other for every request, and on a 2-core machine a
+ * round's rate depends on whether the other core was idle (seen here:
+ * 10,000 and 50,000 requests/s for the same client in consecutive rounds).
+ * nginx's stub_status counts the connections each variant opened (all of
+ * them during the warm-up when the client pools). A peer that cannot run
+ * on this runtime is left out and the output says why.
  *
  * Run `deno run --allow-all bench/peers.ts`, `bun bench/peers.ts` or
- * `node npm/esm/bench/peers.js`. Options: `--quick`, `--rounds=15`,
- * `--seconds=0.25` (per variant and round), `--callers=32`,
+ * `node npm/esm/bench/peers.js`. Options: `--quick`, `--rounds=25`,
+ * `--seconds=0.15` (per variant and round), `--callers=32`,
  * `--connections=32`.
  *
  * @module
@@ -114,7 +116,7 @@ async function driveBounded(variant: Variant, seconds: number): Promise<number> 
 async function main(args: string[]): Promise<void> {
   const options = parseOptions(
     args,
-    { rounds: 15, seconds: 0.25, callers: 32, connections: 32 },
+    { rounds: 25, seconds: 0.15, callers: 32, connections: 32 },
     { rounds: 2, seconds: 0.2, callers: 32, connections: 32 },
   );
   const { callers, connections } = options;
@@ -189,6 +191,11 @@ async function main(args: string[]): Promise<void> {
 
     const rate = (variant: Variant | undefined): number =>
       variant === undefined || variant.failed !== undefined ? NaN : median(variant.rates);
+    /** The median over the rounds of `a`'s rate ÷ `b`'s in the same round. */
+    const paired = (a: Variant | undefined, b: Variant | undefined): number =>
+      a === undefined || b === undefined || a.failed !== undefined || b.failed !== undefined
+        ? NaN
+        : median(a.rates.map((each, round) => each / b.rates[round]!));
     const find = (key: Peer["key"], count: number): Variant | undefined =>
       variants.find((variant) => variant.peer?.key === key && variant.callers === count);
 
@@ -228,29 +235,28 @@ async function main(args: string[]): Promise<void> {
     }
     const ratios: Ratio[] = [];
     for (const count of [1, callers]) {
-      const ours = rate(find("pool", count));
       for (const peer of peers.filter((each) => each.key !== "pool")) {
-        const theirs = rate(find(peer.key, count));
-        if (!Number.isFinite(theirs) || !Number.isFinite(ours)) continue;
+        const value = paired(find(peer.key, count), find("pool", count));
+        if (!Number.isFinite(value)) continue;
         const who = `${count} caller${count === 1 ? "" : "s"}`;
         ratios.push({
           key: `peers.${peer.key}.${count === 1 ? "1" : "many"}`,
           label: `${peer.name} ÷ upstream-pool, requests/s, ${who}`,
           column: `${who}: ${peer.name}`,
-          value: theirs / ours,
+          value,
           target: 1,
           better: "lower",
           contest: true,
         });
       }
     }
-    const pooled = rate(find("pool", callers));
-    if (Number.isFinite(pooled) && Number.isFinite(rate(raw))) {
+    const pooledVsRaw = paired(find("pool", callers), raw);
+    if (Number.isFinite(pooledVsRaw)) {
       ratios.push({
         key: "peers.pool-vs-raw",
         label: `${callers} callers: pool ÷ own raw connection each, requests/s`,
         column: `${callers} callers: pool ÷ own raw connection each`,
-        value: pooled / rate(raw),
+        value: pooledVsRaw,
         target: 0.95,
         better: "higher",
       });
@@ -276,7 +282,8 @@ async function main(args: string[]): Promise<void> {
       bench: "peers",
       setup: `HTTP/1.1 keep-alive GET / to nginx (${nginx.version}, one worker, a 17-byte body), ` +
         `at most ${connections} connections per client, 1 and ${callers} callers; ` +
-        `${options.rounds} interleaved rounds of ${options.seconds} s per variant`,
+        `${options.rounds} interleaved rounds of ${options.seconds} s per variant; ratios are ` +
+        "medians of per-round ratios",
       ratios,
       figures,
       notes,
