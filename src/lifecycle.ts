@@ -189,10 +189,11 @@ export class Lifecycle {
   }
 
   /** Idle → reserved for an acquire, until its settle turn is over; still watched. */
-  toReserved(socket: PooledSocket, host: HostPool): void {
+  toReserved(socket: PooledSocket, host: HostPool, by: number): void {
     this.#leave(socket, host);
     host.reserved.add(socket);
     socket.phase = "reserved";
+    socket.reservedBy = by;
   }
 
   /** Reserved → idle again, in its old place (its acquire gave up). */

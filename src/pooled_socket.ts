@@ -51,6 +51,8 @@ export class PooledSocket {
   phase: Phase = "setting-up";
   /** The handle that may use the socket now (a borrower's, or a hook's), if any. */
   holder: object | undefined = undefined;
+  /** While reserved: the arrival number of the acquire it is reserved for. */
+  reservedBy = 0;
   /** Times handed out to a borrower. */
   uses = 0;
   /** The address's drain epoch when the socket opened: an older one is drained. */

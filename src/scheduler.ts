@@ -93,42 +93,82 @@ export class Scheduler {
   // acquire joins the line in the place its arrival gave it.
   #takeAtOnce(host: HostPool, signal: AbortSignal | undefined, ticket: Ticket): Promise<Lease> {
     const socket = host.pickIdle(this.#policy.order, Infinity)!;
-    this.#life.toReserved(socket, host);
+    this.#life.toReserved(socket, host, ticket.seq);
     const arrivedAt = this.#observer.observes("handed-out") ? performance.now() : -1;
     this.#countWaiting(1);
-    return this.#connector.settle().then(() => {
-      this.#countWaiting(-1);
-      if (socket.phase !== "reserved") {
-        // It broke during the turn (and was closed), or the pool was closed.
-        // Closing it may have left the address empty and forgotten.
-        if (this.#closed) throw closedError(host.address.key);
-        return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
-      }
-      if (this.#closed) {
-        this.#life.close(socket, host, "pool-closed");
-        throw closedError(host.address.key);
-      }
-      if (signal?.aborted) {
-        this.#life.unreserve(socket, host);
-        this.dispatch(host);
-        throw signal.reason;
-      }
-      const now = Date.now();
-      const idleMs = now - socket.idleSince;
-      if (socket.expiresAt <= now || idleMs >= socket.idleTimeout) {
-        const expiry = socket.expiresAt <= now ? "max-lifetime" : "idle-timeout";
-        this.#life.close(socket, host, "expired", expiry);
-        this.slotFreed(host);
-        return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
-      }
-      const reused = socket.uses > 0;
-      if (reused) this.#life.totals.reused++;
-      const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
-      const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
-      this.#life.toBorrowed(socket, host, lease, waitMs);
-      this.dispatch(host); // the minIdle upkeep replaces it
-      return lease;
+    const turn = this.#connector.settle();
+    if (signal === undefined) {
+      return turn.then(() => this.#afterTurn(host, socket, undefined, ticket, arrivedAt));
+    }
+    // An abort leaves at once, as it does from the line: the socket is idle again.
+    return new Promise<Lease>((resolve, reject) => {
+      let done = false;
+      const onAbort = (): void => {
+        if (done) return;
+        done = true;
+        this.#countWaiting(-1);
+        if (socket.phase === "reserved") {
+          this.#life.unreserve(socket, host);
+          this.dispatch(host);
+        }
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      turn.then(() => {
+        signal.removeEventListener("abort", onAbort);
+        if (done) return;
+        done = true;
+        // Settled in this callback, not one hop later: acquires served by one
+        // turn resolve in the order they arrived.
+        try {
+          resolve(this.#afterTurn(host, socket, signal, ticket, arrivedAt));
+        } catch (error) {
+          reject(error);
+        }
+      });
     });
+  }
+
+  #afterTurn(
+    host: HostPool,
+    reserved: PooledSocket,
+    signal: AbortSignal | undefined,
+    ticket: Ticket,
+    arrivedAt: number,
+  ): Lease | Promise<Lease> {
+    this.#countWaiting(-1);
+    let socket = reserved;
+    if (socket.phase !== "reserved") {
+      // It broke during the turn (and was closed), or the pool was closed.
+      if (this.#closed) throw closedError(host.address.key);
+      // First come, first served: a socket reserved by a later acquire in the
+      // same turn is this one's; that acquire then takes its place in line.
+      const spare = laterReservation(host, ticket.seq);
+      // Closing it may have left the address empty and forgotten.
+      if (spare === undefined) {
+        return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
+      }
+      socket = spare;
+    }
+    if (this.#closed) {
+      this.#life.close(socket, host, "pool-closed");
+      throw closedError(host.address.key);
+    }
+    const now = Date.now();
+    const idleMs = now - socket.idleSince;
+    if (socket.expiresAt <= now || idleMs >= socket.idleTimeout) {
+      const expiry = socket.expiresAt <= now ? "max-lifetime" : "idle-timeout";
+      this.#life.close(socket, host, "expired", expiry);
+      this.slotFreed(host);
+      return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
+    }
+    const reused = socket.uses > 0;
+    if (reused) this.#life.totals.reused++;
+    const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
+    const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
+    this.#life.toBorrowed(socket, host, lease, waitMs);
+    this.dispatch(host); // the minIdle upkeep replaces it
+    return lease;
   }
 
   /** An acquire joins the line of its address; resolves with its lease. */
@@ -647,6 +687,12 @@ export class Scheduler {
     if (this.#waiting > 0) this.#keepAlive.hold();
     else this.#keepAlive.release();
   }
+}
+
+/** A socket reserved by an acquire that arrived after `seq`, if any. */
+function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
+  for (const socket of host.reserved) if (socket.reservedBy > seq) return socket;
+  return undefined;
 }
 
 function oldestSeq(host: HostPool): number {

@@ -30,6 +30,7 @@ import type {
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
+import { keepAliveDelay } from "./_keepalive.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -48,6 +49,8 @@ interface BunSocket {
   resume(): void;
   ref(): void;
   unref(): void;
+  /** TCP keepalive; the idle time in ms (whole seconds count), then a probe a second, ten of them. */
+  setKeepAlive(enable: boolean, initialDelay: number): boolean;
   // TLS sockets only.
   getSession?(): unknown;
   setSession?(session: unknown): void;
@@ -363,6 +366,7 @@ function connect(
     return Promise.reject(new Error("Cannot connect with the Bun transport: this is not Bun"));
   }
   const connection = new BunConnection(address, options.tlsSessions);
+  const keepAlive = keepAliveDelay(address, options);
   // Bun's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
   const opening = bun.connect({
     ...(address.kind === "unix"
@@ -372,7 +376,10 @@ function connect(
     allowHalfOpen: true,
     data: connection,
     socket: BunConnection.handlers,
-  }).then(() => connection.ready);
+  }).then((socket) => {
+    if (keepAlive !== undefined) socket.setKeepAlive(true, keepAlive);
+    return connection.ready;
+  });
   if (signal === undefined) return opening.then(() => connection);
   // Bun.connect cannot be cancelled: reject at once, and the open handler
   // closes a socket that opens after all.

@@ -29,6 +29,7 @@ import type {
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
+import { keepAliveDelay } from "./_keepalive.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -182,6 +183,7 @@ function connect(
       ? { path: address.path, allowHalfOpen: true }
       : { host: address.hostname, port: address.port, noDelay: true, allowHalfOpen: true },
   );
+  setKeepAlive(socket, address, options);
   return whenOpen(socket, "connect", address, signal);
 }
 
@@ -210,11 +212,23 @@ function connectTls(
   };
   const socket = tlsApi.connect(connectOptions);
   socket.setNoDelay(true); // tls.connect has no noDelay option
+  setKeepAlive(socket, address, options);
   // TLS 1.3 tickets arrive after the handshake, and servers may send more.
   if (sessions !== undefined) {
     socket.on("session", (session: Uint8Array) => sessions.set(address.key, session));
   }
   return socket;
+}
+
+// Node takes the idle time in whole seconds; libuv then sets the probes
+// too: one a second, ten of them (TCP_KEEPINTVL 1, TCP_KEEPCNT 10).
+function setKeepAlive(
+  socket: net.Socket,
+  address: ResolvedAddress,
+  options: TransportConnectOptions,
+): void {
+  const delay = keepAliveDelay(address, options);
+  if (delay !== undefined) socket.setKeepAlive(true, delay);
 }
 
 function isIpAddress(name: string): boolean {
