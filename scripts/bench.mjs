@@ -24,8 +24,8 @@
 //   npm run bench -- --nodes=LIST    other Node binaries for the peer
 //                                    benchmarks: comma-separated binaries, or
 //                                    directories holding node<N>/bin/node
-//                                    (default: $BENCH_NODES, else
-//                                    node_modules/node<N>/bin/node); the Node
+//                                    (default: $BENCH_NODES, else the Node
+//                                    versions package.json pins); the Node
 //                                    running this script is always one
 //
 // A partial or quick run writes nothing unless --out or --merge is given, so
@@ -38,6 +38,7 @@ import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { machineInfo, renderMarkdown, renderSvg } from "./_bench_report.mjs";
+import { pinnedNodes } from "./_node_versions.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const benchmarks = [
@@ -148,23 +149,27 @@ function killGroup(child, signal) {
 /**
  * Node binaries other than this one, by major version: from --nodes or
  * $BENCH_NODES (comma-separated binaries, or directories that hold
- * node<N>/bin/node), else node_modules/node<N>/bin/node. One per major
- * version; none of this Node's major version.
+ * node<N>/bin/node), else the Node versions package.json pins
+ * (node_modules/node<N>/bin/node). One per major version; none of this
+ * Node's major version.
  */
 function otherNodes() {
-  const list = nodesArg?.slice("--nodes=".length) ?? env.BENCH_NODES ??
-    path.join(root, "node_modules");
+  const list = nodesArg?.slice("--nodes=".length) ?? env.BENCH_NODES;
   const found = new Map();
   const add = (file) => {
     if (!fs.existsSync(file)) return;
     const version = firstLine(file, ["--version"]).replace(/^v/, "");
     const major = version.split(".")[0];
     if (!/^\d+$/.test(major) || major === process.versions.node.split(".")[0]) return;
-    if (!found.has(major)) {
-      found.set(major, { key: `node${major}`, command: file, version });
-    }
+    if (!found.has(major)) found.set(major, { key: `node${major}`, command: file, version });
   };
-  for (const entry of list.split(",").map((each) => each.trim()).filter(Boolean)) {
+  if (list === undefined) {
+    for (const pinned of pinnedNodes(root)) {
+      if (pinned.problem === undefined) add(pinned.bin);
+      else console.log(`bench: Node ${pinned.major} is not run: ${pinned.problem}`);
+    }
+  }
+  for (const entry of (list ?? "").split(",").map((each) => each.trim()).filter(Boolean)) {
     const resolved = path.resolve(root, entry);
     if (!fs.existsSync(resolved)) {
       console.error(`bench: --nodes: ${entry} does not exist`);
