@@ -288,10 +288,8 @@ async function main(args: string[]): Promise<void> {
         console.log(`\n${line}`);
       }
       const count = tally.kind.retries === true ? retried(tally) : undefined;
-      if (count !== undefined) {
-        notes.push(`${tally.kind.name}: ${count} requests retried by exchange()`);
-        console.log(`${tally.kind.name}: ${count} requests retried by exchange()`);
-      }
+      // A figure too ("retried"): printed here, not repeated in the notes.
+      if (count !== undefined) console.log(`${tally.kind.name}: ${count} requests retried`);
     }
     if (runtime().key === "bun" && typeof undici !== "string") {
       notes.push(
