@@ -121,8 +121,10 @@ export interface Acquired<State = ConnectionState> extends AsyncDisposable {
    */
   readonly created: boolean;
   /**
-   * How long the connection had been idle before this hand-out, in ms (0 for
-   * a connection on its first hand-out), as Go's `GotConnInfo.IdleTime`.
+   * How long the connection had been idle before this hand-out, in ms, since
+   * its last byte received or write completed (0 for one opened for this
+   * acquire; a `warm` or `add` connection reports how long it waited), as
+   * Go's `GotConnInfo.IdleTime`.
    */
   readonly idleMs: number;
   /** The borrowed connection. */
