@@ -653,13 +653,18 @@ export class ConnectionPool implements AsyncDisposable {
     host.connecting++;
     this.#size++;
     this.#connector.open(host.address, host.policy.connectTimeout, (result) => {
-      host.connecting--;
       if (result instanceof PoolError) {
-        this.#size--;
         this.#connectFailed(host, result, requester);
       } else {
+        host.connecting--;
         this.#connected(host, result, requester);
       }
+    }, () => {
+      // A failed connect counts as connecting until its socket is really gone.
+      host.connecting--;
+      this.#size--;
+      if (this.#closed) this.#forgetIfEmpty(host);
+      else this.#slotFreed(host);
     });
   }
 

@@ -105,8 +105,11 @@ export interface TlsSessionCache {
  */
 export interface TransportConnectOptions {
   /**
-   * Aborts the connect. The promise then rejects, and a socket that opens
-   * anyway afterwards is closed by the transport.
+   * Aborts the connect: the transport closes the socket, in SYN-SENT or
+   * mid-handshake too, and the promise rejects once it has. The promise
+   * settles only when the attempt holds no socket any more (the pool counts
+   * the attempt against its limits until then); should a connection open
+   * anyway, it may resolve with it, and the caller closes it.
    */
   signal?: AbortSignal;
   /** Sessions to resume TLS connections with, and to save new ones in. */
