@@ -5,6 +5,7 @@ import type * as net from "node:net";
 import type * as tls from "node:tls";
 import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
 import type { TlsInfo, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
 
@@ -57,6 +58,8 @@ export class NodeConnection implements TransportConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) return Promise.reject(invalid);
     const socket = this.#socket;
     const error = this.#received.error;
     if (error !== undefined) return Promise.reject(error);

@@ -33,6 +33,7 @@ import type {
   TransportConnectOptions,
 } from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
+import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { closedError, connectNodeSocket, NodeConnection } from "./_node_net.ts";
 
@@ -117,6 +118,8 @@ class BunConnection implements TransportConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) return Promise.reject(invalid);
     const error = this.#received.error;
     if (error !== undefined) return Promise.reject(error);
     if (this.#closed) return Promise.reject(closedError("write"));

@@ -27,6 +27,7 @@
  */
 import { type Address, resolveAddress, type ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import { unwritableChunk } from "./_chunks.ts";
 
 /**
  * Serves one accepted connection; called once the connect has completed.
@@ -222,6 +223,8 @@ class MemoryConnection implements TransportConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) return Promise.reject(invalid);
     if (this.closed || this.#writeClosed) {
       return Promise.reject(codedError("write after close", "EPIPE"));
     }

@@ -38,8 +38,10 @@ export interface TransportConnection {
    * Writes all of `chunk`, looping over partial writes. Resolves once the
    * runtime has taken every byte (it may still be in flight, and the
    * runtime may still hold `chunk` itself: callers must not modify it
-   * afterwards); rejects if the connection is closed or failed. Writes are
-   * never issued concurrently.
+   * afterwards); rejects if the connection is closed or failed, and with a
+   * `TypeError` for a chunk that is not a `Uint8Array` or whose buffer is
+   * detached. Writes are never issued concurrently. Like `read` and
+   * `closeWrite`, it never throws: every failure comes through the promise.
    */
   write(chunk: Uint8Array): Promise<void>;
   /** Sends FIN (half-close): no more writes, reads still work. */
