@@ -45,6 +45,20 @@ describe("bun transport", { skip: runtime !== "bun" }, () => {
     assert.equal(bunTransport.settle(), bunTransport.settle());
   });
 
+  // Connects go through node:net, then the native socket is taken over; a
+  // Bun whose node:net changed would silently fall back to the slower
+  // net.Socket path (NodeConnection). Catch that here.
+  test("a connection runs on the native Bun socket, not on the net.Socket", async () => {
+    for (const upstream of [upstreams.echo, await TestUpstream.start({ tls: true })]) {
+      const socket = await connect(upstream);
+      assert.equal(socket.constructor.name, "BunConnection");
+      await socket.write(new Uint8Array([1, 2, 3]));
+      assert.deepEqual([...(await socket.read())!], [1, 2, 3]);
+      socket.close();
+      if (upstream !== upstreams.echo) await upstream.close();
+    }
+  });
+
   test("a write larger than the socket buffers resolves only once Bun took every byte", async () => {
     const socket = await connect(upstreams.silent);
     const server = await upstreams.silent.nextConnection();
