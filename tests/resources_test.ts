@@ -89,8 +89,17 @@ describe(`resources after faults, on ${runtime}`, { skip: !linux }, () => {
     await new Promise((resolve) => resetting.close(resolve));
   });
 
-  /** Runs one scenario; checks exit time, descriptors and SYN-SENT sockets. */
-  async function runScenario(scenario: string, check = { fds: true }): Promise<Report> {
+  /**
+   * Runs one scenario; checks exit time, descriptors and SYN-SENT sockets.
+   * On this shared two-core machine a process now and then takes over a
+   * second just to be torn down, so a slow exit (and only that) gets one
+   * more try; a process kept alive by a socket takes minutes, every time.
+   */
+  async function runScenario(
+    scenario: string,
+    check = { fds: true },
+    attempt = 1,
+  ): Promise<Report> {
     const started = Date.now();
     const result = await runFixture("resource_faults", [scenario, JSON.stringify(config)], 4000);
     const exitedAt = started + result.elapsed;
@@ -115,6 +124,7 @@ describe(`resources after faults, on ${runtime}`, { skip: !linux }, () => {
       );
     }
     assert.deepEqual(report.closed, { idle: 0, borrowed: 0, connecting: 0, waiting: 0 });
+    if (exitDelay >= 1000 && attempt === 1) return runScenario(scenario, check, 2);
     assert.ok(exitDelay < 1000, `${scenario}: exited ${exitDelay} ms after close()`);
     return report;
   }

@@ -290,6 +290,13 @@ function adopt(
   // `connecting` on whatever `data` is by then: a harmless stray property.
   handle.data = connection;
   handle.ref(); // whatever node:net did, a new connection keeps the process alive
+  // The native socket points back at the net.Socket, which would stay in
+  // memory with it (≈2.3 KB per idle connection instead of ≈1.4 KB).
+  for (const key of Object.getOwnPropertySymbols(handle)) {
+    if (key.description === "owner_symbol") {
+      delete (handle as unknown as Record<symbol, unknown>)[key];
+    }
+  }
   return connection;
 }
 
