@@ -28,10 +28,29 @@ export {
   type CloseOptions,
   ConnectionPool,
   type ConnectionPoolOptions,
+  type RetainOptions,
 } from "./src/pool.ts";
+export type { ExchangeOptions } from "./src/exchange.ts";
 export type { AddressPolicyOptions, PerAddressOptions, PoolPolicyOptions } from "./src/options.ts";
-export type { ConnectErrorEvent, ExpireEvent, LeakEvent, PoolEvent } from "./src/events.ts";
-export type { Acquired, UpstreamConnection } from "./src/connection.ts";
+export type {
+  ClosedEvent,
+  CloseReason,
+  ConnectErrorEvent,
+  ExpireEvent,
+  HandedOutEvent,
+  LeakEvent,
+  OpenedEvent,
+  PoolEvent,
+  RetryEvent,
+  ReturnedEvent,
+  SetUpEvent,
+} from "./src/events.ts";
+export type {
+  Acquired,
+  ConnectionState,
+  ReadOptions,
+  UpstreamConnection,
+} from "./src/connection.ts";
 export {
   type Address,
   resolveAddress,
@@ -44,7 +63,7 @@ export {
   type UnixAddress,
 } from "./src/address.ts";
 export { PoolError, type PoolErrorCode, type PoolErrorOptions } from "./src/errors.ts";
-export type { PoolCounts, PoolStats, PoolTotals } from "./src/stats.ts";
+export type { AddressCounts, PoolCounts, PoolStats, PoolTotals } from "./src/stats.ts";
 export type {
   TlsInfo,
   TlsSessionCache,

@@ -12,7 +12,10 @@
  *    measured in this run;
  * 4. the same over TLS (certificates minted with `openssl` for this run),
  *    where a new connection costs a handshake: how many of the new
- *    connections resumed a TLS session.
+ *    connections resumed a TLS session;
+ * 5. requests at the upstream's keep-alive edge (reused just as the
+ *    upstream closes them): failed with a plain acquire/retain loop vs with
+ *    `exchange` and an idle deadline, in the same run.
  *
  * @module
  */
@@ -174,6 +177,54 @@ await tlsPool.close();
 const tlsFreshTimes = await newConnectionEachTime(tlsAddress, TLS_REQUESTS);
 await tlsUpstream.close();
 
+// 5. The keep-alive edge: callers pause for about the upstream's idle
+// timeout between requests, so connections are reused just as the
+// upstream closes them.
+const EDGE_CALLERS = 40;
+const EDGE_ROUNDS = 6;
+const edgeUpstream = await startUpstream();
+const edgeAddress = { hostname: "127.0.0.1", port: edgeUpstream.port };
+
+/** Runs the edge workload with `request`; returns how many requests failed. */
+async function atTheEdge(request: (pool: ConnectionPool, key: string) => Promise<void>) {
+  const edgePool = new ConnectionPool();
+  let edgeFailed = 0;
+  await Promise.all(Array.from({ length: EDGE_CALLERS }, async (_, caller) => {
+    for (let round = 0; round < EDGE_ROUNDS; round++) {
+      await request(edgePool, `e${caller}-${round}`).catch(() => edgeFailed++);
+      // Idle for the upstream's timeout, give or take 5%.
+      await new Promise((resolve) =>
+        setTimeout(resolve, IDLE_TIMEOUT_MS * (0.95 + Math.random() / 10))
+      );
+    }
+  }));
+  const { retried, created } = edgePool.stats().totals;
+  await edgePool.close();
+  return { failed: edgeFailed, retried, created };
+}
+
+const plainEdge = await atTheEdge(async (edgePool, key) => {
+  const { connection } = await edgePool.acquire(edgeAddress);
+  try {
+    await get(connection, key);
+    edgePool.retain(connection);
+  } catch (error) {
+    edgePool.release(connection);
+    throw error;
+  }
+});
+// The same with exchange(): the idle deadline is the upstream's timeout
+// less a margin, and an idempotent request that met a closed connection is
+// sent again on a new one.
+const safeEdge = await atTheEdge(async (edgePool, key) => {
+  await edgePool.exchange(edgeAddress, (connection) => get(connection, key), {
+    idempotent: true,
+    idleTimeout: IDLE_TIMEOUT_MS - 50,
+  });
+});
+await edgeUpstream.close();
+failed += safeEdge.failed;
+
 const host = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
 const runtimeName = host.Deno
   ? `Deno ${host.Deno.version.deno}`
@@ -234,5 +285,19 @@ console.log(table([
     })`,
   ],
   ["pool speed-up", `${(tlsFreshMedian / tlsPooledMedian).toFixed(2)}x`],
+]));
+const edgeRequests = EDGE_CALLERS * EDGE_ROUNDS;
+console.log(
+  `\n5. At the keep-alive edge: ${edgeRequests} requests, each after ~${IDLE_TIMEOUT_MS} ms idle`,
+);
+console.log(table([
+  [
+    "plain acquire/retain",
+    `${plainEdge.failed} failed (${plainEdge.created} connections opened)`,
+  ],
+  [
+    "exchange + idle deadline",
+    `${safeEdge.failed} failed (${safeEdge.created} opened, ${safeEdge.retried} retried)`,
+  ],
 ]));
 if (failed > 0 || afterIdle.idle !== 0) process.exitCode = 1;

@@ -27,9 +27,22 @@ import type { TlsInfo } from "./transports/transport.ts";
  * pool.retain(connection);
  * ```
  */
-export interface UpstreamConnection {
+export interface UpstreamConnection<State = ConnectionState> {
   /** The upstream this connection goes to, normalised; `address.key` names its pool. */
   readonly address: ResolvedAddress;
+  /**
+   * A number that names the physical connection: the same on every lease of
+   * it, unique within the pool. Events and errors use it too.
+   */
+  readonly id: number;
+  /**
+   * The caller's own data about this connection (a driver's prepared
+   * statements, the selected database): the same object on every lease of
+   * the connection, for as long as it lives. It starts as an empty object;
+   * the pool's `setup` hook is the place to fill it. Assigning replaces it
+   * for later leases too.
+   */
+  state: State;
   /**
    * What the TLS handshake agreed on when the connection was opened (was an
    * earlier session resumed, which ALPN protocol); `undefined` without TLS.
@@ -49,13 +62,26 @@ export interface UpstreamConnection {
   readonly writable: WritableStream<Uint8Array>;
   /**
    * Resolves with the next chunk received, or `null` once the upstream has
-   * closed its side. One read at a time.
+   * closed its side. One read at a time. With `signal`, the read can be
+   * abandoned: it rejects with the signal's reason and the connection stays
+   * open, but its place in the byte stream is lost, so `retain` will close
+   * it rather than pool it.
    *
    * @throws {PoolError} `LEASE_ENDED` after the connection was given back;
    * `CONNECTION_LOST` if the connection failed.
    * @throws {TypeError} If another read is still pending.
    */
-  read(): Promise<Uint8Array | null>;
+  read(options?: ReadOptions): Promise<Uint8Array | null>;
+  /**
+   * Puts bytes back at the front of the receive queue: the next `read`
+   * returns them first. For a parser that read past the end of a reply.
+   * While such bytes are unread, `retain` closes the connection instead of
+   * pooling it, so a reply's leftovers never reach the next borrower.
+   *
+   * @throws {PoolError} `LEASE_ENDED` after the connection was given back.
+   * @throws {TypeError} If `chunk` is not a `Uint8Array`.
+   */
+  unread(chunk: Uint8Array): void;
   /**
    * Writes all of `chunk`. Overlapping writes go out in call order. The
    * runtime may keep `chunk` until it is sent: do not modify it afterwards.
@@ -85,11 +111,45 @@ export interface UpstreamConnection {
  * if (complete(reply)) pool.retain(lease.connection); // otherwise closed at scope end
  * ```
  */
-export interface Acquired extends AsyncDisposable {
-  /** True if a new connection was opened for this acquire, false if an idle one was reused. */
+export interface Acquired<State = ConnectionState> extends AsyncDisposable {
+  /**
+   * True if this is the connection's first hand-out (it was opened for this
+   * acquire, or by `add`, `warm` or `minIdlePerHost` and not used since);
+   * false if it was reused.
+   */
   readonly created: boolean;
+  /**
+   * How long the connection had been idle before this hand-out, in ms (0 for
+   * a connection on its first hand-out), as Go's `GotConnInfo.IdleTime`.
+   */
+  readonly idleMs: number;
   /** The borrowed connection. */
-  readonly connection: UpstreamConnection;
+  readonly connection: UpstreamConnection<State>;
+}
+
+/**
+ * The default type of {@linkcode UpstreamConnection.state}: an object the
+ * caller fills in.
+ *
+ * @example
+ * ```ts
+ * import type { ConnectionState } from "@upstream/pool";
+ * const state: ConnectionState = { database: 2 };
+ * ```
+ */
+export type ConnectionState = Record<string, unknown>;
+
+/**
+ * Options for {@linkcode UpstreamConnection.read}.
+ *
+ * @example Give up on a reply after one second
+ * ```ts ignore
+ * const chunk = await connection.read({ signal: AbortSignal.timeout(1000) });
+ * ```
+ */
+export interface ReadOptions {
+  /** Abandons the read; the connection is then not reusable. */
+  signal?: AbortSignal;
 }
 
 /** How a lease reports back to the pool that lent it. */
@@ -101,25 +161,33 @@ export interface LeaseOwner {
  * The one object behind both `Acquired` and `UpstreamConnection`, so an
  * acquire allocates a single handle.
  */
-export class Lease implements Acquired, UpstreamConnection {
+// deno-lint-ignore no-explicit-any -- the pool's state type is the caller's business
+export class Lease implements Acquired<any>, UpstreamConnection<any> {
   readonly created: boolean;
+  readonly idleMs: number;
   readonly socket: PooledSocket;
   readonly owner: LeaseOwner;
-  readonly generation: number;
   /** Where acquire() was called, for leak reports. */
   readonly stack: string;
   #readable: ReadableStream<Uint8Array> | undefined;
   #writable: WritableStream<Uint8Array> | undefined;
 
-  constructor(owner: LeaseOwner, socket: PooledSocket, created: boolean, stack: string) {
+  constructor(
+    owner: LeaseOwner,
+    socket: PooledSocket,
+    created: boolean,
+    idleMs: number,
+    stack: string,
+  ) {
     this.owner = owner;
     this.socket = socket;
     this.created = created;
-    this.generation = socket.generation;
+    this.idleMs = idleMs;
     this.stack = stack;
   }
 
-  get connection(): UpstreamConnection {
+  // deno-lint-ignore no-explicit-any
+  get connection(): UpstreamConnection<any> {
     return this;
   }
 
@@ -127,18 +195,47 @@ export class Lease implements Acquired, UpstreamConnection {
     return this.socket.address;
   }
 
+  get id(): number {
+    return this.socket.id;
+  }
+
+  // deno-lint-ignore no-explicit-any
+  get state(): any {
+    return this.socket.userState;
+  }
+
+  set state(value: unknown) {
+    this.socket.userState = value;
+  }
+
   get tls(): TlsInfo | undefined {
     return this.socket.transport.tls;
   }
 
-  /** True while this handle is the socket's current borrower. */
+  /** True while this handle is the socket's current holder (a borrower, or a hook). */
   get active(): boolean {
-    return this.socket.state === "borrowed" && this.socket.generation === this.generation;
+    return this.socket.holder === this;
   }
 
-  read(): Promise<Uint8Array | null> {
+  read(options?: ReadOptions): Promise<Uint8Array | null> {
     if (!this.active) return Promise.reject(this.#ended("read from"));
-    return this.socket.read();
+    if (options === undefined) return this.socket.read();
+    if (options === null || typeof options !== "object") {
+      return Promise.reject(new TypeError("Invalid read options: expected an object"));
+    }
+    const { signal } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      return Promise.reject(new TypeError("Invalid read option signal: expected an AbortSignal"));
+    }
+    return this.socket.read(signal);
+  }
+
+  unread(chunk: Uint8Array): void {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError(`Cannot unread: expected a Uint8Array, got ${typeof chunk}`);
+    }
+    if (!this.active) throw this.#ended("unread to");
+    this.socket.unread(chunk);
   }
 
   write(chunk: Uint8Array): Promise<void> {
@@ -183,7 +280,7 @@ export class Lease implements Acquired, UpstreamConnection {
           (chunk) => {
             if (cancelled) {
               // Nobody will see this chunk: leave it in the connection.
-              if (chunk !== null && this.active) this.socket.unshift(chunk);
+              if (chunk !== null && this.active) this.socket.unread(chunk);
             } else if (chunk === null) controller.close();
             else controller.enqueue(chunk);
           },
@@ -201,7 +298,7 @@ export class Lease implements Acquired, UpstreamConnection {
     return new PoolError(
       "LEASE_ENDED",
       `Cannot ${what} the connection to "${this.socket.address.key}": it was given back to the pool`,
-      { address: this.socket.address.key },
+      { address: this.socket.address.key, operation: what.split(" ")[0] },
     );
   }
 }

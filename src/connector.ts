@@ -53,7 +53,7 @@ export class Connector {
    */
   open(
     address: ResolvedAddress,
-    timeout: number,
+    { timeout, keepAlive }: { timeout: number; keepAlive: number | false },
     done: (result: TransportConnection | PoolError) => void,
     released: () => void,
   ): void {
@@ -78,7 +78,7 @@ export class Connector {
           new PoolError(
             "CONNECT_TIMEOUT",
             `Cannot connect to "${address.key}": no connection within ${timeout} ms`,
-            { address: address.key },
+            { address: address.key, operation: "connect" },
           ),
         ),
       timeout,
@@ -91,6 +91,7 @@ export class Connector {
         connection = await transport.connect(address, {
           signal: abort.signal,
           tlsSessions: this.#tlsSessions,
+          keepAlive,
         });
       } catch (cause) {
         failure = cause;

@@ -29,7 +29,11 @@
  *   not hand out, or that was already given back.
  * - `LEASE_ENDED`: a read or write on a connection after it was given back.
  * - `CONNECTION_LOST`: a read or write failed on an open connection (reset,
- *   broken pipe; see `cause`).
+ *   broken pipe; see `cause`). `reused` and `received` tell whether the
+ *   request may safely be sent again on a new connection.
+ * - `SETUP_FAILED`: the pool's `setup` hook threw, or left unread bytes or a
+ *   half-closed connection behind; the connection was closed (the hook's
+ *   error is `cause`). Handled like any connect error.
  *
  * @example Retry only what may succeed on a second try
  * ```ts
@@ -51,7 +55,8 @@ export type PoolErrorCode =
   | "POOL_CLOSED"
   | "NOT_BORROWED"
   | "LEASE_ENDED"
-  | "CONNECTION_LOST";
+  | "CONNECTION_LOST"
+  | "SETUP_FAILED";
 
 /**
  * Options for {@linkcode PoolError}.
@@ -68,6 +73,12 @@ export interface PoolErrorOptions {
   address?: string;
   /** The underlying error, such as the runtime's socket error. */
   cause?: unknown;
+  /** What failed: `"connect"`, `"acquire"`, `"read"`, `"write"`, `"setup"`, ... */
+  operation?: string;
+  /** For errors on a connection: whether it had been handed out before this lease. */
+  reused?: boolean;
+  /** For errors on a connection: bytes received on it during this lease. */
+  received?: number;
 }
 
 /**
@@ -92,6 +103,20 @@ export class PoolError extends Error {
   readonly code: PoolErrorCode;
   /** The upstream's pool key, when the error concerns one upstream. */
   readonly address: string | undefined;
+  /** What failed (`"connect"`, `"acquire"`, `"read"`, `"write"`, ...), when known. */
+  readonly operation: string | undefined;
+  /**
+   * For an error on a borrowed connection: `true` if the connection had been
+   * handed out before this lease (it was reused), as Go's `GotConnInfo.Reused`
+   * and Node's `req.reusedSocket` say. `undefined` for other errors.
+   */
+  readonly reused: boolean | undefined;
+  /**
+   * For an error on a borrowed connection: how many bytes were received on it
+   * during this lease. With `reused` and 0 here, the upstream never answered:
+   * an idempotent request may be sent again on a new connection.
+   */
+  readonly received: number | undefined;
 
   /**
    * Creates an error with a code and, optionally, the address and cause.
@@ -105,6 +130,9 @@ export class PoolError extends Error {
     this.name = "PoolError";
     this.code = code;
     this.address = options.address;
+    this.operation = options.operation;
+    this.reused = options.reused;
+    this.received = options.received;
   }
 }
 
@@ -122,21 +150,20 @@ export function connectError(address: string, cause: unknown): PoolError {
     return new PoolError("CONNECT_REFUSED", `Cannot connect to "${address}": connection refused`, {
       address,
       cause,
+      operation: "connect",
     });
   }
   if (typeof code === "string" && DNS_CODES.has(code)) {
     return new PoolError(
       "HOST_NOT_FOUND",
       `Cannot connect to "${address}": the host name did not resolve`,
-      {
-        address,
-        cause,
-      },
+      { address, cause, operation: "connect" },
     );
   }
   return new PoolError("CONNECT_FAILED", `Cannot connect to "${address}": ${detail}`, {
     address,
     cause,
+    operation: "connect",
   });
 }
 
@@ -145,15 +172,8 @@ export function closedError(key: string, cause?: unknown): PoolError {
   return new PoolError(
     "POOL_CLOSED",
     `Cannot acquire a connection to "${key}": the pool is closed`,
-    cause === undefined ? { address: key } : { address: key, cause },
-  );
-}
-
-/** The error a read still pending on a connection gets when it is given back. */
-export function leaseEnded(address: { key: string }): PoolError {
-  return new PoolError(
-    "LEASE_ENDED",
-    `The read on the connection to "${address.key}" was cut short: the connection was given back`,
-    { address: address.key },
+    cause === undefined
+      ? { address: key, operation: "acquire" }
+      : { address: key, cause, operation: "acquire" },
   );
 }

@@ -1,28 +1,53 @@
-// The connections to one upstream address, by state. A socket's state is
-// which collection holds it (idle list, borrowed set) or the connecting
-// count; the pool moves sockets between them and keeps its totals in step.
+// The connections to one upstream address, by phase. A connection's phase
+// is which collection holds it (setting up, idle, validating, borrowed) or,
+// before its socket exists, the connecting count. Only the lifecycle moves
+// sockets between them (lifecycle.ts); the scheduler reads them.
 import type { ResolvedAddress } from "./address.ts";
 import type { AddressPolicy, PoolPolicy } from "./options.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import type { TimerHandle } from "./_timers.ts";
 import { WaitQueue } from "./wait_queue.ts";
 
+/** A warm() call waiting for the idle count to reach its target. */
+export interface Warmer {
+  target: number;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 export class HostPool {
   readonly address: ResolvedAddress;
   readonly policy: AddressPolicy;
   /** Idle sockets in the order they became idle (oldest first). */
   readonly idle: PooledSocket[] = [];
+  readonly settingUp: Set<PooledSocket> = new Set();
+  /** Idle sockets promised to an acquire that waits for its settle turn. */
+  readonly reserved: Set<PooledSocket> = new Set();
+  readonly validating: Set<PooledSocket> = new Set();
   readonly borrowed: Set<PooledSocket> = new Set();
   readonly waiters: WaitQueue = new WaitQueue();
+  /** Acquires that want a newly opened connection (retries): only a connect serves them. */
+  readonly freshWaiters: WaitQueue = new WaitQueue();
+  /** Waiters taken out of line while `validate` checks the connection meant for them. */
+  waitersValidating = 0;
+  /** Connects under way: sockets the pool asked for that do not exist yet. */
   connecting = 0;
   /** Idle connections to keep ready (minIdlePerHost, or what warm() asked). */
   minIdle: number;
+  /** True if minIdle came from warm() or a perAddress entry, not the pool-wide default. */
+  minIdleAsked: boolean;
+  /** When an acquire last asked for this address (Date.now()), for the minIdle upkeep. */
+  lastAcquired = 0;
   /**
    * False until a connect succeeds and again after one fails: then only one
    * connect at a time is tried, so a burst of waiters against a dead
    * upstream does not start a connect each.
    */
   healthy = false;
+  /** Connects that failed in a row. */
+  failures = 0;
+  /** The minIdle upkeep stopped after failures; the next acquire or warm() resumes it. */
+  upkeepPaused = false;
   /** The last connect failure, as the cause of a later acquire timeout. */
   lastError: unknown = undefined;
   /** Back-off of background refills while connects fail, in ms (0: none). */
@@ -31,31 +56,48 @@ export class HostPool {
   /** The expiry timer of the idle list, and when it fires. */
   expiryTimer: TimerHandle | undefined;
   expiryAt = Infinity;
-  /** warm() calls waiting for the idle count to reach their target. */
-  warmers: Array<{ target: number; resolve(): void; reject(error: unknown): void }> = [];
+  /** Bumped by drain(): sockets opened before are closed when they come back. */
+  epoch = 0;
+  warmers: Warmer[] = [];
 
-  constructor(address: ResolvedAddress, policy: AddressPolicy) {
+  constructor(address: ResolvedAddress, policy: AddressPolicy, minIdleAsked: boolean) {
     this.address = address;
     this.policy = policy;
     this.minIdle = policy.minIdlePerHost;
+    this.minIdleAsked = minIdleAsked && policy.minIdlePerHost > 0;
   }
 
-  /** Connections to this address in every state. */
+  /** Connections to this address in every phase. */
   get size(): number {
-    return this.idle.length + this.borrowed.size + this.connecting;
+    return this.idle.length + this.reserved.size + this.borrowed.size + this.connecting +
+      this.settingUp.size + this.validating.size;
+  }
+
+  /**
+   * Acquires waiting for this address: in line, during a validation, or for
+   * the settle turn before an idle socket reserved for them.
+   */
+  get waiting(): number {
+    return this.waiters.size + this.freshWaiters.size + this.waitersValidating +
+      this.reserved.size;
+  }
+
+  /** Connections that will be ready for waiters without a new connect. */
+  get coming(): number {
+    return this.connecting + this.settingUp.size;
   }
 
   /** Nothing open, nothing pending, nothing to keep: the entry can go. */
   get empty(): boolean {
-    return this.size === 0 && this.waiters.size === 0 && this.minIdle === 0 &&
+    return this.size === 0 && this.waiting === 0 && this.minIdle === 0 &&
       this.warmers.length === 0 && this.backoffTimer === undefined;
   }
 
   /**
-   * Takes out the idle socket to hand out next (`order`: most or least
-   * recently idle first) among those idle since `stamp` or before.
+   * The idle socket to hand out next (`order`: most or least recently idle
+   * first) among those idle since `stamp` or before; it stays in the list.
    */
-  takeIdle(order: PoolPolicy["order"], stamp: number): PooledSocket | undefined {
+  pickIdle(order: PoolPolicy["order"], stamp: number): PooledSocket | undefined {
     const idle = this.idle; // oldest first, so the sockets idle since `stamp` are a prefix
     let at = 0;
     if (order === "lifo") {
@@ -63,17 +105,28 @@ export class HostPool {
       while (at >= 0 && idle[at]!.idleStamp > stamp) at--;
     }
     const socket = idle[at];
-    if (socket === undefined || socket.idleStamp > stamp) return undefined;
-    if (at === idle.length - 1) idle.pop();
-    else idle.splice(at, 1);
-    return socket;
+    return socket === undefined || socket.idleStamp > stamp ? undefined : socket;
   }
 
-  /** Takes an idle socket out, wherever it is in the list. */
+  /** Puts a socket back in the idle list, in its place by when it became idle. */
+  restoreIdle(socket: PooledSocket): void {
+    const idle = this.idle;
+    let at = idle.length;
+    while (at > 0 && idle[at - 1]!.idleStamp > socket.idleStamp) at--;
+    idle.splice(at, 0, socket);
+  }
+
+  /** Takes an idle socket out, wherever it is in the list (the ends are the common case). */
   removeIdle(socket: PooledSocket): boolean {
-    const at = this.idle.lastIndexOf(socket);
+    const idle = this.idle;
+    const last = idle.length - 1;
+    if (idle[last] === socket) {
+      idle.pop();
+      return true;
+    }
+    const at = idle[0] === socket ? 0 : idle.indexOf(socket);
     if (at === -1) return false;
-    this.idle.splice(at, 1);
+    idle.splice(at, 1);
     return true;
   }
 }

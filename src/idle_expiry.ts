@@ -1,13 +1,13 @@
 // Idle timeout and lifetime: one timer per address, for the earliest
 // expiry among its idle sockets, moved only when a sooner one appears.
 // The timer lives on the HostPool; closing a socket is the pool's job.
-import type { ExpireEvent } from "./events.ts";
+import type { ExpireReason } from "./lifecycle.ts";
 import type { HostPool } from "./host_pool.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import { unrefTimeout } from "./_timers.ts";
 
 export class IdleExpiry {
-  readonly #closeIdle: (socket: PooledSocket, reason: ExpireEvent["reason"]) => void;
+  readonly #closeIdle: (socket: PooledSocket, reason: ExpireReason) => void;
   readonly #closed: () => boolean;
 
   /**
@@ -15,7 +15,7 @@ export class IdleExpiry {
    * `closed` says whether the pool is closed (then nothing expires).
    */
   constructor(
-    closeIdle: (socket: PooledSocket, reason: ExpireEvent["reason"]) => void,
+    closeIdle: (socket: PooledSocket, reason: ExpireReason) => void,
     closed: () => boolean,
   ) {
     this.#closeIdle = closeIdle;
@@ -24,7 +24,7 @@ export class IdleExpiry {
 
   /** Makes the timer of `host` fire by the time its newly idle `socket` expires. */
   schedule(host: HostPool, socket: PooledSocket): void {
-    const at = Math.min(socket.idleSince + host.policy.idleTimeout, socket.expiresAt);
+    const at = Math.min(socket.idleSince + socket.idleTimeout, socket.expiresAt);
     this.#scheduleAt(host, at);
   }
 
@@ -42,17 +42,12 @@ export class IdleExpiry {
     const now = Date.now();
     for (const socket of [...host.idle]) {
       if (socket.expiresAt <= now) this.#closeIdle(socket, "max-lifetime");
-      else if (
-        socket.idleSince + host.policy.idleTimeout <= now && host.idle.length > host.minIdle
-      ) {
+      // Connections kept for minIdle too: the refill replaces them.
+      else if (socket.idleSince + socket.idleTimeout <= now) {
         this.#closeIdle(socket, "idle-timeout");
       }
     }
-    for (const socket of host.idle) {
-      // Kept below minIdle: only their lifetime can still end them.
-      const idleEnd = socket.idleSince + host.policy.idleTimeout;
-      this.#scheduleAt(host, Math.min(idleEnd > now ? idleEnd : Infinity, socket.expiresAt));
-    }
+    for (const socket of host.idle) this.schedule(host, socket);
   }
 
   #scheduleAt(host: HostPool, at: number): void {

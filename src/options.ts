@@ -5,6 +5,10 @@
  * @module
  */
 import { type Address, resolveAddress } from "./address.ts";
+import { checkKnownKeys, PER_ADDRESS_KEYS } from "./_known_keys.ts";
+import { show } from "./_show.ts";
+import type { ConnectionState, UpstreamConnection } from "./connection.ts";
+import { type ConnectionHooks, resolveHooks } from "./_hook_options.ts";
 
 /**
  * Options that can differ per upstream address (see
@@ -16,7 +20,7 @@ import { type Address, resolveAddress } from "./address.ts";
  * const slow: AddressPolicyOptions = { maxPerHost: 2, connectTimeout: 30_000 };
  * ```
  */
-export interface AddressPolicyOptions {
+export interface AddressPolicyOptions<State = ConnectionState> {
   /**
    * Connections to one address at most, counting connecting, borrowed and
    * idle ones (Go's `MaxConnsPerHost`). Acquires past it wait in line.
@@ -71,10 +75,63 @@ export interface AddressPolicyOptions {
    * @default {Infinity}
    */
   maxWaiting?: number;
+  /**
+   * Runs once on every newly opened connection before the pool counts it as
+   * ready (before it goes to a waiter or joins the idle list), whoever opened
+   * it: `acquire`, `add`, `warm` or `minIdlePerHost`. The place to
+   * authenticate, select a database, and fill `connection.state`. It counts
+   * against `connectTimeout`. If it throws, or leaves unread bytes or a
+   * half-closed connection behind, the connection is closed and the connect
+   * fails with `SETUP_FAILED` (the thrown error as `cause`), like any
+   * connect error (pgx's `AfterConnect`, HikariCP's `connectionInitSql`).
+   *
+   * @default {undefined}
+   */
+  setup?: (connection: UpstreamConnection<State>) => void | Promise<void>;
+  /**
+   * Checks an idle connection before it is handed out, if it has been idle
+   * for at least `validateAfter` ms: `true` keeps it, `false` or a throw
+   * closes it and the acquire moves on to another idle connection or a new
+   * one, without an error (pgx's `ShouldPing`, generic-pool's
+   * `testOnBorrow`). It must leave nothing unread; it gets `connectTimeout`
+   * ms, then it counts as `false`.
+   *
+   * @default {undefined}
+   */
+  validate?: (connection: UpstreamConnection<State>) => boolean | Promise<boolean>;
+  /**
+   * Milliseconds of idleness before `validate` runs at a hand-out; 0 runs it
+   * every time. A connection used more recently was just seen working
+   * (HikariCP skips validation within 500 ms of last use, pgx within 1 s).
+   *
+   * @default {1000}
+   */
+  validateAfter?: number;
+  /**
+   * TCP keepalive: milliseconds of idleness before the kernel starts probing
+   * a connection, or `false` for none. It finds peers that vanished without
+   * FIN or RST (a crashed host, a NAT or firewall that dropped the flow).
+   * Node and Bun take the time (then probe every second, 10 times); Deno can
+   * only switch keepalive on, with the kernel's times
+   * (`net.ipv4.tcp_keepalive_time`, 7,200 s by default on Linux). Not for
+   * Unix sockets. The default probes well inside the default `idleTimeout`
+   * (Go dials with 15 s, ioredis 30 s, undici 60 s).
+   *
+   * @default {30000}
+   */
+  keepAlive?: number | false;
+  /**
+   * Hand-outs per connection; after the last one it is closed when it comes
+   * back (undici's `maxRequestsPerClient`, pg-pool's `maxUses`), which
+   * spreads connections again behind a load balancer.
+   *
+   * @default {Infinity}
+   */
+  maxUses?: number;
 }
 
 /** An address with options of its own. */
-export interface PerAddressOptions extends AddressPolicyOptions {
+export interface PerAddressOptions<State = ConnectionState> extends AddressPolicyOptions<State> {
   /** The upstream these options apply to. */
   address: Address;
 }
@@ -96,7 +153,7 @@ export interface PerAddressOptions extends AddressPolicyOptions {
  * await pool.close();
  * ```
  */
-export interface PoolPolicyOptions extends AddressPolicyOptions {
+export interface PoolPolicyOptions<State = ConnectionState> extends AddressPolicyOptions<State> {
   /**
    * Connections across all addresses at most (Node's `maxTotalSockets`).
    * When it is reached, the least recently used idle connection of an
@@ -139,11 +196,11 @@ export interface PoolPolicyOptions extends AddressPolicyOptions {
    */
   leakTimeout?: number;
   /** Options of particular addresses, overriding the defaults above. */
-  perAddress?: readonly PerAddressOptions[];
+  perAddress?: readonly PerAddressOptions<State>[];
 }
 
 /** Per-address policy after defaults and overrides, all fields set. */
-export interface AddressPolicy {
+export interface AddressPolicy extends ConnectionHooks {
   maxPerHost: number;
   maxIdlePerHost: number;
   minIdlePerHost: number;
@@ -165,6 +222,11 @@ export interface PoolPolicy {
 }
 
 const ADDRESS_DEFAULTS: AddressPolicy = {
+  setup: undefined,
+  validate: undefined,
+  validateAfter: 1_000,
+  keepAlive: 30_000,
+  maxUses: Infinity,
   maxPerHost: Infinity,
   maxIdlePerHost: Infinity,
   minIdlePerHost: 0,
@@ -174,19 +236,11 @@ const ADDRESS_DEFAULTS: AddressPolicy = {
   maxWaiting: Infinity,
 };
 
-type Kind = "count>=1" | "count>=0" | "ms";
+export type Kind = "count>=1" | "count>=0" | "ms" | "ms>=0";
 
-/** A value as an error message shows it: strings quoted, objects by kind. */
-export function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (value === null) return "null";
-  if (typeof value === "object" || typeof value === "function") {
-    return Array.isArray(value) ? "an array" : `${typeof value}`;
-  }
-  return String(value);
-}
+export { show }; // kept here for the modules that import it from options.ts
 
-const ADDRESS_FIELDS: Record<keyof AddressPolicy, Kind> = {
+const ADDRESS_FIELDS: Record<Exclude<keyof AddressPolicy, keyof ConnectionHooks>, Kind> = {
   maxPerHost: "count>=1",
   maxIdlePerHost: "count>=0",
   minIdlePerHost: "count>=0",
@@ -196,11 +250,11 @@ const ADDRESS_FIELDS: Record<keyof AddressPolicy, Kind> = {
   maxWaiting: "count>=0",
 };
 
-function checkNumber(option: string, value: unknown, kind: Kind): number {
+export function checkNumber(option: string, value: unknown, kind: Kind): number {
   if (typeof value !== "number") {
     throw new TypeError(`Invalid pool option ${option}: expected a number, got ${show(value)}`);
   }
-  const count = kind !== "ms";
+  const count = kind === "count>=1" || kind === "count>=0";
   const min = kind === "count>=1" ? 1 : 0;
   if (
     Number.isNaN(value) || value < min ||
@@ -209,19 +263,25 @@ function checkNumber(option: string, value: unknown, kind: Kind): number {
   ) {
     const expected = count
       ? `an integer of at least ${min}, or Infinity`
-      : "a positive number of milliseconds, or Infinity";
-    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${value}`);
+      : kind === "ms"
+      ? "a positive number of milliseconds, or Infinity"
+      : "a number of milliseconds >= 0, or Infinity";
+    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${show(value)}`);
   }
   return value;
 }
 
+/** Options as read once from the caller's object: own properties only, values unchecked. */
+export type Snapshot<T> = { [K in keyof T]?: unknown };
+
 function resolveAddressPolicy(
-  options: AddressPolicyOptions,
+  // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
+  options: Snapshot<AddressPolicyOptions<any>>,
   base: AddressPolicy,
   prefix: string,
 ): AddressPolicy {
-  const policy = { ...base };
-  for (const field of Object.keys(ADDRESS_FIELDS) as Array<keyof AddressPolicy>) {
+  const policy = { ...base, ...resolveHooks(options as Partial<ConnectionHooks>, base, prefix) };
+  for (const field of Object.keys(ADDRESS_FIELDS) as Array<keyof typeof ADDRESS_FIELDS>) {
     const value = options[field];
     if (value !== undefined) {
       policy[field] = checkNumber(prefix + field, value, ADDRESS_FIELDS[field]);
@@ -240,12 +300,15 @@ function resolveAddressPolicy(
 }
 
 /**
- * Checks the policy options and fills in the defaults.
+ * Checks the policy options and fills in the defaults. `options` is a
+ * snapshot of the caller's object (see `checkKnownKeys`), whose names are
+ * already known to be options.
  *
  * @throws {TypeError} If an option has the wrong type.
  * @throws {RangeError} If an option is out of range.
  */
-export function resolvePolicy(options: PoolPolicyOptions): PoolPolicy {
+// deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
+export function resolvePolicy(options: Snapshot<PoolPolicyOptions<any>>): PoolPolicy {
   const defaults = resolveAddressPolicy(options, ADDRESS_DEFAULTS, "");
   const order = options.order ?? "lifo";
   if (order !== "lifo" && order !== "fifo") {
@@ -254,23 +317,17 @@ export function resolvePolicy(options: PoolPolicyOptions): PoolPolicy {
     );
   }
   const perAddress = new Map<string, AddressPolicy>();
-  const overrides = options.perAddress ?? [];
-  if (!Array.isArray(overrides)) {
+  const given = options.perAddress ?? [];
+  if (!Array.isArray(given)) {
     throw new TypeError(
-      `Invalid pool option perAddress: expected an array of { address, ... }, got ${
-        show(overrides)
-      }`,
+      `Invalid pool option perAddress: expected an array of { address, ... }, got ${show(given)}`,
     );
   }
-  for (const [i, override] of overrides.entries()) {
-    if (override === null || typeof override !== "object") {
-      throw new TypeError(
-        `Invalid pool option perAddress[${i}]: expected an object, got ${show(override)}`,
-      );
-    }
+  for (const [i, entry] of [...given].entries()) {
+    const override = checkKnownKeys(entry, PER_ADDRESS_KEYS, `pool option perAddress[${i}]`);
     let key: string;
     try {
-      key = resolveAddress(override.address).key;
+      key = resolveAddress(override.address as Address).key;
     } catch (error) {
       const ErrorType = error instanceof RangeError ? RangeError : TypeError;
       throw new ErrorType(

@@ -1,14 +1,15 @@
-// One transport connection as the pool sees it: where it is (idle, borrowed,
-// closed) and where its bytes go.
+// One transport connection as the pool sees it: which phase of its life it
+// is in, who may use it, and where its bytes go.
 //
 // The socket keeps exactly one transport read pending for as long as it is
 // open and has nothing unread. While the socket is idle, that read is the
 // idle watch: whatever it yields (bytes, EOF, an error) means the connection
-// is broken and it leaves the pool. When the socket is lent out, the same
-// read carries on for the borrower; a chunk that arrives before the borrower
-// asks waits here (one chunk of read-ahead, the rest stays in the transport),
-// which is also how `retain` knows that bytes are left unread. Nothing is
-// ever handed from one reader to another, so no chunk can be stranded.
+// is broken and it leaves the pool. When the socket is lent out (to a
+// borrower, or to the setup and validate hooks), the same read carries on
+// for the holder; chunks that arrive before the holder asks wait here (the
+// transport read stops meanwhile), which is also how `retain` knows that
+// bytes are left unread. Nothing is ever handed from one reader to another,
+// so no chunk can be stranded.
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
 import type { TransportConnection } from "./transports/transport.ts";
@@ -32,35 +33,61 @@ export interface SocketOwner {
   onIdleBreak(socket: PooledSocket, reason: BreakReason): void;
 }
 
-export type SocketState = "idle" | "borrowed" | "closed";
+/**
+ * Where a connection is in its life. Connects in progress have no socket
+ * yet (the address counts them); `closed` is final. `reserved` is idle but
+ * promised to an acquire that waits for its settle turn: still watched.
+ */
+export type Phase = "setting-up" | "idle" | "reserved" | "validating" | "borrowed" | "closed";
 
 export class PooledSocket {
+  /** Unique within the pool, stable for the life of the connection. */
+  readonly id: number;
   readonly address: ResolvedAddress;
   readonly transport: TransportConnection;
   readonly createdAt: number;
+  /** Owned by the caller: the same object on every lease. */
+  userState: unknown = {};
+  phase: Phase = "setting-up";
+  /** The handle that may use the socket now (a borrower's, or a hook's), if any. */
+  holder: object | undefined = undefined;
+  /** While reserved: the arrival number of the acquire it is reserved for. */
+  reservedBy = 0;
+  /** Times handed out to a borrower. */
+  uses = 0;
+  /** The address's drain epoch when the socket opened: an older one is drained. */
+  epoch = 0;
   /** When the socket is to be closed for age (maxLifetime with jitter), or Infinity. */
   expiresAt = Infinity;
-  /** When it last became idle. */
+  /** When it last became idle (Date.now()). */
   idleSince = 0;
+  /** How long this idle period may last, in ms (the policy's, or what retain asked). */
+  idleTimeout = Infinity;
   /** When it last became idle, in the pool's order of arrivals and returns. */
   idleStamp = 0;
-  state: SocketState = "borrowed";
-  /** Bumped at every lend, so a stale handle can tell it is stale. */
-  generation = 0;
   /** False once anything made the byte stream's position unknown or final. */
   reusable = true;
+  /** Bytes received since the current holder took the socket. */
+  received = 0;
 
   #owner: SocketOwner;
   #reading = false;
-  /** A read result that arrived while nobody was waiting for it. */
-  #unread: ReadOutcome | null = null;
+  /** Read results nobody has taken yet, oldest first (bytes put back go in front). */
+  #unread: ReadOutcome[] = [];
   #reader: PendingRead | null = null;
   #ended = false;
-  #failure: unknown = undefined;
+  /** The first failure of the connection, as the runtime reported it. */
+  #failure: { cause: unknown; during: string } | undefined;
   #writes = 0;
   #writeTail: Promise<void> = Promise.resolve();
 
-  constructor(address: ResolvedAddress, transport: TransportConnection, owner: SocketOwner) {
+  constructor(
+    id: number,
+    address: ResolvedAddress,
+    transport: TransportConnection,
+    owner: SocketOwner,
+  ) {
+    this.id = id;
     this.address = address;
     this.transport = transport;
     this.#owner = owner;
@@ -69,7 +96,7 @@ export class PooledSocket {
 
   /** True while bytes, EOF or an error wait in the socket unread. */
   get hasUnread(): boolean {
-    return this.#unread !== null;
+    return this.#unread.length > 0;
   }
 
   /** True while a write is still in progress. */
@@ -77,79 +104,137 @@ export class PooledSocket {
     return this.#writes > 0;
   }
 
+  /** Whether the connection ended or failed (EOF read, reset, failed write). */
+  get ended(): boolean {
+    return this.#ended || this.#failure !== undefined;
+  }
+
+  /** Could go back to the idle list as it is: open, clean, nothing pending. */
+  get clean(): boolean {
+    return this.reusable && this.#unread.length === 0 && this.#writes === 0;
+  }
+
   /** Starts the idle watch: a read whose every outcome means "broken". */
-  watchIdle(): void {
-    this.state = "idle";
-    this.idleSince = Date.now();
+  watchIdle(now: number): void {
+    this.phase = "idle";
+    this.holder = undefined;
+    this.idleSince = now;
     this.transport.unref();
     this.#ensureReading();
   }
 
-  /** Hands the socket to a borrower; the idle watch's read carries on for them. */
-  lend(): void {
+  /** Gives the socket to `holder` (a borrower or a hook); the idle watch's read carries on for it. */
+  lend(phase: "setting-up" | "validating" | "borrowed", holder: object): void {
     this.#ensureReading();
-    this.state = "borrowed";
-    this.generation++;
+    this.phase = phase;
+    this.holder = holder;
+    this.received = 0;
     this.transport.ref();
   }
 
   close(): void {
-    if (this.state === "closed") return;
-    this.state = "closed";
+    if (this.phase === "closed") return;
+    this.phase = "closed";
+    this.holder = undefined;
     this.reusable = false;
-    this.abandonRead(connectionClosed);
+    this.abandonRead("close");
     this.transport.close();
   }
 
   /**
-   * Fails a borrower's read that is still waiting (the lease ended under
-   * it). The error is made only then: capturing its stack costs more than
-   * the rest of a retain.
+   * Fails a holder's read that is still waiting: the holder gave the socket
+   * back (`verb`) under it. The error is made only then: capturing its stack
+   * costs more than the rest of a retain.
    */
-  abandonRead(error: (address: ResolvedAddress) => PoolError): void {
+  abandonRead(verb: string): void {
     const reader = this.#reader;
     if (reader === null) return;
     this.#reader = null;
-    reader.reject(error(this.address));
+    reader.reject(
+      new PoolError(
+        "LEASE_ENDED",
+        `The read on the connection to "${this.address.key}" was cut short: the connection was ${
+          verb === "close" ? "closed" : `given back (${verb})`
+        }`,
+        { address: this.address.key, operation: "read" },
+      ),
+    );
   }
 
-  /** The borrower's read: the next chunk, or null at EOF. */
-  read(): Promise<Uint8Array | null> {
+  /** The holder's read: the next chunk, or null at EOF. */
+  read(signal?: AbortSignal): Promise<Uint8Array | null> {
     if (this.#reader !== null) {
       return Promise.reject(
         new TypeError("Cannot read: another read on this connection is still pending"),
       );
     }
-    const unread = this.#unread;
-    if (unread !== null) {
-      this.#unread = null;
+    const unread = this.#unread.shift();
+    if (unread !== undefined) {
       this.#ensureReading();
-      return settleOutcome(unread);
+      return this.#settle(unread);
     }
     if (this.#ended) return Promise.resolve(null);
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    if (this.#failure !== undefined) return Promise.reject(this.#error("read"));
+    if (signal !== undefined) return this.#readUntilAborted(signal);
     return new Promise((resolve, reject) => {
       this.#reader = { resolve, reject };
       this.#ensureReading();
     });
   }
 
-  /** Puts a chunk back in front, unread (a consumer went away before using it). */
-  unshift(chunk: Uint8Array): void {
-    this.#unread = { chunk };
+  // A read the caller may abandon: the socket stays open but its position
+  // in the byte stream is lost, so it is never pooled again.
+  #readUntilAborted(signal: AbortSignal): Promise<Uint8Array | null> {
+    if (signal.aborted) {
+      this.reusable = false;
+      return Promise.reject(signal.reason);
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        if (this.#reader !== reader) return;
+        this.#reader = null;
+        this.reusable = false;
+        reject(signal.reason);
+      };
+      const reader: PendingRead = {
+        resolve: (chunk) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(chunk);
+        },
+        reject: (error) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      };
+      this.#reader = reader;
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#ensureReading();
+    });
+  }
+
+  /** Puts bytes back in front of the receive queue; the next read returns them first. */
+  unread(chunk: Uint8Array): void {
+    if (chunk.length > 0) this.#unread.unshift({ chunk });
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    if (this.#failure !== undefined) return Promise.reject(this.#error("write"));
     // Overlapping writes are serialised; the common case has none in flight.
     const done = ++this.#writes === 1
-      ? this.transport.write(chunk).then(this.#wrote, this.#writeFailed)
-      : this.#writeTail.then(() => this.transport.write(chunk)).then(
-        this.#wrote,
-        this.#writeFailed,
-      );
-    this.#writeTail = done;
+      ? this.#send(chunk).then(this.#wrote, this.#writeFailed)
+      : this.#writeTail.then(() => this.#send(chunk)).then(this.#wrote, this.#writeFailed);
+    this.#writeTail = done.catch(ignore);
     return done;
+  }
+
+  // A transport that throws instead of rejecting must not leave the write
+  // count stuck: every failure goes through the promise.
+  #send(chunk: Uint8Array): Promise<void> {
+    try {
+      return this.transport.write(chunk);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   // Bound once per socket: no closures are allocated per write or read.
@@ -167,6 +252,8 @@ export class PooledSocket {
   };
 
   #onReadError = (error: unknown): void => {
+    // Our own close() ends the pending read: that is no failure of the connection.
+    if (this.phase === "closed") return;
     this.#arrive({ error: this.#fail(error, "read") });
   };
 
@@ -179,19 +266,25 @@ export class PooledSocket {
 
   #ensureReading(): void {
     if (this.#reading || this.#ended || this.#failure !== undefined) return;
-    if (this.#unread !== null) return;
+    if (this.#unread.length > 0) return;
     this.#reading = true;
-    this.transport.read().then(this.#onChunk, this.#onReadError);
+    let pending: Promise<Uint8Array | null>;
+    try {
+      pending = this.transport.read();
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(this.#onChunk, this.#onReadError);
   }
 
   #arrive(outcome: ReadOutcome): void {
     this.#reading = false;
+    if (this.phase === "closed") return;
     if ("eof" in outcome) {
       this.#ended = true;
       this.reusable = false;
     }
-    if (this.state === "closed") return;
-    if (this.state === "idle") {
+    if (this.phase === "idle" || this.phase === "reserved") {
       const reason: BreakReason = "chunk" in outcome
         ? "unsolicited-bytes"
         : "eof" in outcome
@@ -200,9 +293,10 @@ export class PooledSocket {
       this.#owner.onIdleBreak(this, reason);
       return;
     }
+    if ("chunk" in outcome) this.received += outcome.chunk.length;
     const reader = this.#reader;
     if (reader === null) {
-      this.#unread = outcome;
+      this.#unread.push(outcome);
       return;
     }
     this.#reader = null;
@@ -213,29 +307,39 @@ export class PooledSocket {
     else reader.reject(outcome.error);
   }
 
+  #settle(outcome: ReadOutcome): Promise<Uint8Array | null> {
+    if ("chunk" in outcome) return Promise.resolve(outcome.chunk);
+    if ("eof" in outcome) return Promise.resolve(null);
+    return Promise.reject(outcome.error);
+  }
+
+  /** Records the connection's first failure and returns the error for `during`. */
   #fail(cause: unknown, during: string): PoolError {
     this.reusable = false;
-    if (this.#failure === undefined) {
-      this.#failure = cause instanceof PoolError ? cause : new PoolError(
-        "CONNECTION_LOST",
-        `Connection to "${this.address.key}" failed during ${during}: ${
-          cause instanceof Error ? cause.message : String(cause)
-        }`,
-        { address: this.address.key, cause },
-      );
-    }
-    return this.#failure as PoolError;
+    if (cause instanceof PoolError) return cause;
+    this.#failure ??= { cause, during };
+    return this.#error(during);
+  }
+
+  /** The error for an operation on a failed connection, naming both. */
+  #error(operation: string): PoolError {
+    const { cause, during } = this.#failure!;
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    const when = during === operation ? "" : ` (it failed earlier, during ${during})`;
+    return new PoolError(
+      "CONNECTION_LOST",
+      `Cannot ${operation} the connection to "${this.address.key}": ${detail}${when}`,
+      {
+        address: this.address.key,
+        cause,
+        operation,
+        reused: this.uses > 1,
+        received: this.received,
+      },
+    );
   }
 }
 
 const EOF: ReadOutcome = { eof: true };
 
-function connectionClosed(): PoolError {
-  return new PoolError("LEASE_ENDED", "The connection was closed");
-}
-
-function settleOutcome(outcome: ReadOutcome): Promise<Uint8Array | null> {
-  if ("chunk" in outcome) return Promise.resolve(outcome.chunk);
-  if ("eof" in outcome) return Promise.resolve(null);
-  return Promise.reject(outcome.error);
-}
+function ignore(): void {}

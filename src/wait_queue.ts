@@ -12,7 +12,17 @@ export class Waiter {
   readonly deadline: number;
   /** Where acquire() was called, for leak reports; empty when leaks are not tracked. */
   readonly stack: string;
+  /** Wants a newly opened connection, never an idle one (a retry). */
+  readonly fresh: boolean;
   done = false;
+  /** In its address's queue (not taken out for a validation, say). */
+  inLine = false;
+  /** Taken out of line while `validate` checks the connection meant for it. */
+  validating = false;
+  /** When it arrived (performance.now()), if someone listens to events; else -1. */
+  arrivedAt = -1;
+  /** When it started waiting for lack of supply (performance.now()), or -1. */
+  waitingSince = -1;
   #resolve: (lease: Lease) => void;
   #reject: (error: unknown) => void;
   #cleanup: (() => void) | undefined;
@@ -22,9 +32,11 @@ export class Waiter {
     key: string,
     deadline: number,
     stack: string,
+    fresh: boolean,
     resolve: (lease: Lease) => void,
     reject: (error: unknown) => void,
   ) {
+    this.fresh = fresh;
     this.seq = seq;
     this.key = key;
     this.deadline = deadline;
@@ -59,7 +71,49 @@ export class WaitQueue {
 
   push(waiter: Waiter): void {
     this.#items.push(waiter);
+    waiter.inLine = true;
     this.size++;
+  }
+
+  /**
+   * Puts a waiter in line by its arrival: at the end, as a rule; before
+   * newer ones when its hand-out fell through after they arrived.
+   */
+  insert(waiter: Waiter): void {
+    const items = this.#items;
+    const last = items[items.length - 1];
+    if (last === undefined || last.seq < waiter.seq) {
+      this.push(waiter);
+      return;
+    }
+    let at = items.length;
+    while (at > this.#head && (items[at - 1]!.done || items[at - 1]!.seq > waiter.seq)) at--;
+    items.splice(at, 0, waiter);
+    waiter.inLine = true;
+    this.size++;
+  }
+
+  /** Puts a waiter taken out back at the head of the line (its hand-out fell through). */
+  unshift(waiter: Waiter): void {
+    if (this.#head > 0) this.#items[--this.#head] = waiter;
+    else this.#items.unshift(waiter);
+    waiter.inLine = true;
+    this.size++;
+  }
+
+  /**
+   * Marks the newest `count` waiters still waiting as waiting for lack of
+   * supply, from `now`, unless they already are.
+   */
+  markWaiting(count: number, now: number): void {
+    const items = this.#items;
+    for (let at = items.length - 1; count > 0 && at >= this.#head; at--) {
+      const waiter = items[at]!;
+      if (waiter.done) continue;
+      if (waiter.waitingSince >= 0) return;
+      waiter.waitingSince = now;
+      count--;
+    }
   }
 
   /** The oldest waiter still waiting, without taking it. */
@@ -74,6 +128,7 @@ export class WaitQueue {
     const waiter = this.#items[this.#head];
     if (waiter === undefined) return undefined;
     this.#items[this.#head++] = undefined as unknown as Waiter;
+    waiter.inLine = false;
     this.size--;
     this.#compact();
     return waiter;
@@ -81,12 +136,14 @@ export class WaitQueue {
 
   /** A waiter left the line early; call before marking it done. */
   leave(waiter: Waiter): void {
-    if (!waiter.done) this.size--;
+    if (!waiter.done && waiter.inLine) this.size--;
+    waiter.inLine = false;
   }
 
   /** Takes every waiter still waiting, oldest first. */
   drain(): Waiter[] {
     const live = this.#items.slice(this.#head).filter((waiter) => !waiter.done);
+    for (const waiter of live) waiter.inLine = false;
     this.#items = [];
     this.#head = 0;
     this.size = 0;

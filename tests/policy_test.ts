@@ -517,7 +517,8 @@ describe("minIdlePerHost and warm()", () => {
     assert.equal(stats.byAddress[KEY_A]?.idle, 3);
     assert.equal(stats.totals.created, 3);
     const lease = await pool.acquire(A);
-    assert.equal(lease.created, false);
+    assert.equal(lease.created, true, "a warm connection's first hand-out");
+    assert.equal(checked(pool).totals.reused, 0);
     await waitUntil(() => checked(pool).byAddress[KEY_A]?.idle === 3, 500, "refilled after borrow");
     const idlePeer = peers.find((peer) => !peer.closed && peer.clientRefed === false)!;
     idlePeer.end();
@@ -712,7 +713,8 @@ describe("connectTimeout and acquireTimeout", () => {
     stats = checked(pool);
     assert.deepEqual([stats.connecting, stats.borrowed], [0, 0]);
     const next = await pool.acquire(A);
-    assert.equal(next.created, false);
+    assert.equal(next.created, true, "its first hand-out, from the idle list");
+    assert.equal(checked(pool).totals.created, 1);
     assert.equal(await whoIs(next.connection), 0);
     await pool.close();
   });
@@ -834,7 +836,8 @@ describe("abort", () => {
     assert.deepEqual([stats.connecting, stats.borrowed], [0, 0]);
     assert.equal(transport.openConnections, 1);
     const next = await pool.acquire(A);
-    assert.equal(next.created, false);
+    assert.equal(next.created, true, "its first hand-out, from the idle list");
+    assert.equal(checked(pool).totals.created, 1);
     assert.equal(await whoIs(next.connection), 0);
     await pool.close();
   });

@@ -15,6 +15,8 @@ export interface DenoConn {
 /** A TCP connection; Unix-socket connections have no Nagle switch. */
 export interface DenoTcpConn extends DenoConn {
   setNoDelay(noDelay?: boolean): void;
+  /** SO_KEEPALIVE on or off; the times are the kernel's. */
+  setKeepAlive(keepAlive?: boolean): void;
 }
 
 /** A TLS connection made with `Deno.startTls`; the handshake runs on first use or `handshake()`. */

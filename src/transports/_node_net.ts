@@ -8,6 +8,7 @@ import type { TlsInfo, TransportConnection, TransportConnectOptions } from "./tr
 import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
+import { keepAliveDelay } from "./_keepalive.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -188,6 +189,7 @@ export function connectNodeSocket(
       ? { path: address.path, allowHalfOpen: true }
       : { host: address.hostname, port: address.port, noDelay: true, allowHalfOpen: true },
   );
+  setKeepAlive(socket, address, options);
   return whenOpen(socket, "connect", address, options, adopt);
 }
 
@@ -216,11 +218,25 @@ function connectTls(
   };
   const socket = tlsApi.connect(connectOptions);
   socket.setNoDelay(true); // tls.connect has no noDelay option
+  setKeepAlive(socket, address, options);
   // TLS 1.3 tickets arrive after the handshake, and servers may send more.
   if (sessions !== undefined) {
     socket.on("session", (session: Uint8Array) => sessions.set(address.key, session));
   }
   return socket;
+}
+
+// Node takes the idle time in whole seconds; libuv then sets the probes
+// too: one a second, ten of them (TCP_KEEPINTVL 1, TCP_KEEPCNT 10). Bun's
+// node:net keeps the setting until the socket opens, then hands it to the
+// native socket (idle time in ms, whole seconds counting).
+function setKeepAlive(
+  socket: net.Socket,
+  address: ResolvedAddress,
+  options: TransportConnectOptions,
+): void {
+  const delay = keepAliveDelay(address, options);
+  if (delay !== undefined) socket.setKeepAlive(true, delay);
 }
 
 function isIpAddress(name: string): boolean {

@@ -167,6 +167,8 @@ async function connect(
         signal,
       });
       tcp.setNoDelay(true);
+      // On or off only: the kernel's times apply (net.ipv4.tcp_keepalive_*).
+      if (options.keepAlive !== undefined && options.keepAlive !== false) tcp.setKeepAlive(true);
       conn = tcp;
     }
   } catch (error) {

@@ -111,6 +111,8 @@ export interface MemoryPeer {
   readonly closed: boolean;
   /** Whether the client end currently keeps the process alive (`ref`) or not (`unref`). */
   readonly clientRefed: boolean;
+  /** The TCP keepalive the client asked for: idle ms, or `false` for none. */
+  readonly keepAlive: number | false;
   /**
    * Resolves with the next bytes the client wrote, or `null` once the
    * client half-closed or closed.
@@ -143,6 +145,10 @@ class Peer implements MemoryPeer {
 
   get clientRefed(): boolean {
     return this.#client.refed;
+  }
+
+  get keepAlive(): number | false {
+    return this.#client.keepAlive;
   }
 
   read(): Promise<Uint8Array | null> {
@@ -200,6 +206,8 @@ class MemoryConnection implements TransportConnection {
   readonly address: ResolvedAddress;
   closed = false;
   refed = true;
+  /** Recorded only, for tests: there is no TCP here. */
+  keepAlive: number | false = false;
   #turns: DeliveryTurns;
   #inbound: Inbound[] = [];
   #reader: { resolve(chunk: Uint8Array | null): void; reject(error: unknown): void } | null = null;
@@ -362,6 +370,7 @@ export class MemoryTransport implements Transport {
       return Promise.reject(codedError(`connect ECONNREFUSED ${address.key}`, "ECONNREFUSED"));
     }
     const connection = new MemoryConnection(this.#turns, address);
+    connection.keepAlive = options.keepAlive ?? false;
     this.#turns.open.add(connection);
     return new Promise((resolve, reject) => {
       let aborted = false;

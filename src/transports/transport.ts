@@ -116,6 +116,12 @@ export interface TransportConnectOptions {
   signal?: AbortSignal;
   /** Sessions to resume TLS connections with, and to save new ones in. */
   tlsSessions?: TlsSessionCache;
+  /**
+   * TCP keepalive: ms of idleness before the first probe, or `false` (or
+   * absent) for none. A runtime that can only switch keepalive on (Deno)
+   * does that and leaves the times to the kernel. Ignored for Unix sockets.
+   */
+  keepAlive?: number | false;
 }
 
 /**
