@@ -12,7 +12,7 @@
 // No top-level await: a pending one keeps some runtimes alive by itself.
 import * as fs from "node:fs";
 import process from "node:process";
-import { ConnectionPool, PoolError } from "../../mod.ts";
+import { ConnectionPool, type ConnectionPoolOptions, PoolError } from "../../mod.ts";
 
 interface Config {
   /** A listener whose accept queue is full: connects stay in SYN-SENT. */
@@ -142,7 +142,7 @@ const tcp = (port: number | undefined) => ({ hostname: "127.0.0.1", port: port! 
 const scenarios: Record<
   string,
   {
-    options: ConstructorParameters<typeof ConnectionPool>[0];
+    options: ConnectionPoolOptions;
     /** The pool still holds connections, or connects, after the fault. */
     keeps?: boolean;
     run: Scenario;
