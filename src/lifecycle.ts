@@ -174,7 +174,7 @@ export class Lifecycle {
     socket.idleTimeout = idleTimeout;
     host.idle.push(socket);
     this.idleLru.add(socket);
-    socket.watchIdle(Date.now());
+    socket.watchIdle();
     this.#expiry.schedule(host, socket);
   }
 
