@@ -523,10 +523,13 @@ export class Scheduler {
       timeout: host.policy.connectTimeout,
       keepAlive: host.policy.keepAlive,
     }, (result) => {
-      if (result instanceof PoolError) {
-        this.#life.connectEnded(host);
-        this.#connectFailed(host, result, requester);
-      } else this.#connected(host, result, requester, started);
+      if (result instanceof PoolError) this.#connectFailed(host, result, requester);
+      else this.#connected(host, result, requester, started);
+    }, () => {
+      // A failed connect counts as connecting until its socket is really gone.
+      this.#life.connectEnded(host);
+      if (this.#closed) this.#life.forgetIfEmpty(host);
+      else this.slotFreed(host);
     });
   }
 
