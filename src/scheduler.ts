@@ -42,6 +42,8 @@ export class Scheduler {
   readonly #deadlines: AcquireDeadlines = new AcquireDeadlines((waiter) => this.#timeOut(waiter));
   /** Keeps the process alive while acquires wait. */
   readonly #keepAlive: KeepAlive = new KeepAlive();
+  /** Waiters taken out of line while validate checks a connection for them (close() rejects them). */
+  readonly #validatingFor: Map<PooledSocket, Waiter> = new Map();
   /** Addresses whose waiters maxTotal holds back. */
   readonly #blocked: Set<HostPool> = new Set();
   /** Aborted by close(): ends the budget of every hook still running. */
@@ -82,7 +84,9 @@ export class Scheduler {
     if (
       !fresh && host.waiters.size === 0 && host.idle.length > 0 &&
       (host.policy.validate === undefined ||
-        arrived - host.idle[host.idle.length - 1]!.idleSince < host.policy.validateAfter)
+        // The socket #takeAtOnce will pick: the newest idle one, or the oldest for "fifo".
+        arrived - host.idle[this.#policy.order === "lifo" ? host.idle.length - 1 : 0]!.idleSince <
+          host.policy.validateAfter)
     ) {
       return this.#takeAtOnce(host, signal, ticket);
     }
@@ -111,6 +115,9 @@ export class Scheduler {
         this.#countWaiting(-1);
         if (socket.phase === "reserved") {
           this.#life.unreserve(socket, host);
+          // Connections retained meanwhile found it gone from the idle list:
+          // with it back, the idle limits may be exceeded.
+          if (host.waiters.size === 0) this.#trimIdle(host);
           this.dispatch(host);
         }
         reject(signal.reason);
@@ -273,13 +280,15 @@ export class Scheduler {
     if (this.#closed) reason = "pool-closed";
     else if (!socket.clean) reason = "dropped";
     else if (socket.uses >= host.policy.maxUses) reason = "max-uses";
-    this.#life.returned(socket, host, lease, reason === undefined);
+    // Decided before the return is reported, so that the event says what happens to it.
+    const verdict = reason === undefined ? this.#idleVerdict(host, socket, idleTimeout) : undefined;
+    this.#life.returned(socket, host, lease, verdict?.close === undefined && reason === undefined);
     if (reason !== undefined) {
       this.#life.close(socket, host, reason);
       this.slotFreed(host);
       return false;
     }
-    const pooled = this.#makeIdle(host, socket, idleTimeout);
+    const pooled = this.#makeIdle(host, socket, idleTimeout, verdict);
     if (pooled) this.#serveBlocked();
     else this.slotFreed(host);
     return pooled;
@@ -295,7 +304,11 @@ export class Scheduler {
   /** Closes idle connections now; the others are closed when they come back. */
   drain(host: HostPool): void {
     host.epoch++;
-    for (const socket of [...host.idle]) this.#life.close(socket, host, "drained");
+    // Idle ones reserved for an acquire's settle turn too: it gets another.
+    // One being set up or validated is closed when that is over.
+    for (const socket of [...host.idle, ...host.reserved]) {
+      this.#life.close(socket, host, "drained");
+    }
     this.slotFreed(host);
   }
 
@@ -326,6 +339,13 @@ export class Scheduler {
         this.#settleWaiter(waiter).reject(closedError(host.address.key));
       }
       for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
+      for (const socket of host.validating) {
+        const waiter = this.#validatingFor.get(socket);
+        if (waiter === undefined || waiter.done) continue;
+        waiter.validating = false;
+        host.waitersValidating--;
+        this.#settleWaiter(waiter).reject(closedError(host.address.key));
+      }
       // Hooks still running on a connection see it closed and give up.
       for (
         const socket of [...host.idle, ...host.reserved, ...host.settingUp, ...host.validating]
@@ -388,18 +408,25 @@ export class Scheduler {
     this.#life.toValidating(socket, host, check);
     host.waitersValidating++;
     waiter.validating = true;
+    this.#validatingFor.set(socket, waiter);
     runValidate(host.policy, check, socket, this.#closing.signal).then((ok) => {
+      this.#validatingFor.delete(socket);
       if (waiter.validating) {
         waiter.validating = false;
         host.waitersValidating--;
       }
-      if (socket.phase !== "validating" || !ok) {
-        // Closed meanwhile (the pool was closed, say), or failed: the waiter
-        // goes back to the head of its line for the next idle or new one.
-        if (socket.phase === "validating") this.#life.close(socket, host, "validation-failed");
+      const drained = socket.epoch < host.epoch;
+      if (socket.phase !== "validating" || !ok || drained) {
+        // Closed meanwhile (the pool was closed, say), failed, or drain()
+        // was called meanwhile: the waiter goes back to its place in line
+        // (by arrival: the head, unless an older one came back too) for the
+        // next idle or new one.
+        if (socket.phase === "validating") {
+          this.#life.close(socket, host, ok ? "drained" : "validation-failed");
+        }
         if (!waiter.done) {
           if (this.#closed) this.#settleWaiter(waiter).reject(closedError(host.address.key));
-          else host.waiters.unshift(waiter);
+          else host.waiters.insert(waiter);
         }
         this.slotFreed(host);
         return;
@@ -446,24 +473,17 @@ export class Scheduler {
   }
 
   /** Puts a socket in the idle list, or closes it if policy says so. */
-  #makeIdle(host: HostPool, socket: PooledSocket, idleTimeout: number): boolean {
-    let victim: PooledSocket | undefined;
-    let expiry: ExpireReason | undefined;
-    let reason: CloseReason = "expired";
-    if (socket.epoch < host.epoch) reason = "drained";
-    else if (idleTimeout <= 0) expiry = "idle-timeout";
-    else if (host.waiters.size === 0) {
-      if (socket.expiresAt !== Infinity && socket.expiresAt <= Date.now()) expiry = "max-lifetime";
-      else if (host.idle.length >= host.policy.maxIdlePerHost) expiry = "max-idle";
-      else if (this.#life.idleLru.size >= this.#policy.maxIdle) {
-        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
-        if (victim === undefined) expiry = "max-idle";
-      }
-    }
-    if (reason === "drained" || expiry !== undefined) {
-      this.#life.close(socket, host, reason, expiry);
+  #makeIdle(
+    host: HostPool,
+    socket: PooledSocket,
+    idleTimeout: number,
+    verdict: IdleVerdict = this.#idleVerdict(host, socket, idleTimeout),
+  ): boolean {
+    if (verdict.close !== undefined) {
+      this.#life.close(socket, host, verdict.close, verdict.expiry);
       return false;
     }
+    const victim = verdict.victim;
     // In the list before the victim goes, so that closing the victim can
     // never find this address empty and forget it.
     this.#life.toIdle(socket, host, idleTimeout);
@@ -473,6 +493,24 @@ export class Scheduler {
     this.#upkeep.warmed(host);
     if (host.waiters.size > 0) this.#turns.schedule(host, this.#life.stamps);
     return true;
+  }
+
+  // What policy says of a socket about to go idle: close it (drained, or
+  // expired by a limit), or keep it, evicting `victim` to stay within maxIdle.
+  #idleVerdict(host: HostPool, socket: PooledSocket, idleTimeout: number): IdleVerdict {
+    if (socket.epoch < host.epoch) return { close: "drained" };
+    let victim: PooledSocket | undefined;
+    let expiry: ExpireReason | undefined;
+    if (idleTimeout <= 0) expiry = "idle-timeout";
+    else if (host.waiters.size === 0) {
+      if (socket.expiresAt !== Infinity && socket.expiresAt <= Date.now()) expiry = "max-lifetime";
+      else if (host.idle.length >= host.policy.maxIdlePerHost) expiry = "max-idle";
+      else if (this.#life.idleLru.size >= this.#policy.maxIdle) {
+        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
+        if (victim === undefined) expiry = "max-idle";
+      }
+    }
+    return expiry === undefined ? { victim } : { close: "expired", expiry };
   }
 
   // ---- connects ---------------------------------------------------------------
@@ -581,6 +619,13 @@ export class Scheduler {
     }
     host.healthy = true;
     this.#upkeep.succeeded(host);
+    if (socket.epoch < host.epoch) {
+      // drain() was called while it was set up: it was opened before.
+      this.#life.close(socket, host, "drained");
+      requester?.resolve();
+      this.slotFreed(host);
+      return;
+    }
     // A waiter that an idle connection will serve after its settle turn must
     // not take this one: it goes idle (the refill or add opened it).
     const waiter = host.freshWaiters.size > 0
@@ -695,6 +740,13 @@ export class Scheduler {
     if (this.#waiting > 0) this.#keepAlive.hold();
     else this.#keepAlive.release();
   }
+}
+
+/** Whether a socket may go idle: why not, or which idle socket it evicts. */
+interface IdleVerdict {
+  close?: CloseReason;
+  expiry?: ExpireReason;
+  victim?: PooledSocket;
 }
 
 /** A socket reserved by an acquire that arrived after `seq`, if any. */

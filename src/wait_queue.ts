@@ -93,14 +93,6 @@ export class WaitQueue {
     this.size++;
   }
 
-  /** Puts a waiter taken out back at the head of the line (its hand-out fell through). */
-  unshift(waiter: Waiter): void {
-    if (this.#head > 0) this.#items[--this.#head] = waiter;
-    else this.#items.unshift(waiter);
-    waiter.inLine = true;
-    this.size++;
-  }
-
   /**
    * Marks the newest `count` waiters still waiting as waiting for lack of
    * supply, from `now`, unless they already are.
