@@ -49,6 +49,7 @@ import {
   type UpstreamConnection,
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
+import { real, timerGlobals } from "./_timer_globals.ts";
 
 // ---------------------------------------------------------------------------
 // Seeds and timers
@@ -85,23 +86,6 @@ class Random {
     return items[this.int(items.length)]!;
   }
 }
-
-type TimerCallback = (...args: unknown[]) => void;
-type SetTimer = (callback: TimerCallback, ms?: number, ...args: unknown[]) => unknown;
-type ClearTimer = (handle: unknown) => void;
-interface TimerGlobals {
-  setTimeout: SetTimer;
-  clearTimeout: ClearTimer;
-  setInterval: SetTimer;
-  clearInterval: ClearTimer;
-}
-const timerGlobals = globalThis as unknown as TimerGlobals;
-const real: TimerGlobals = {
-  setTimeout: timerGlobals.setTimeout,
-  clearTimeout: timerGlobals.clearTimeout,
-  setInterval: timerGlobals.setInterval,
-  clearInterval: timerGlobals.clearInterval,
-};
 
 /** Resolves after `ms` ms, on a timer the timer watch does not see. */
 function sleep(ms: number): Promise<void> {

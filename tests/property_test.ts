@@ -31,6 +31,7 @@ import {
   type UpstreamConnection,
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
+import { real, timerGlobals } from "./_timer_globals.ts";
 import type {
   Transport,
   TransportConnection,
@@ -154,23 +155,6 @@ function propertyTest(name: string, body: () => Promise<void>, timeout = 120_000
 
 // ---------------------------------------------------------------------------
 // Timers, deadlines, turns
-
-type TimerCallback = (...args: unknown[]) => void;
-type SetTimer = (callback: TimerCallback, ms?: number, ...args: unknown[]) => unknown;
-type ClearTimer = (handle: unknown) => void;
-interface TimerGlobals {
-  setTimeout: SetTimer;
-  clearTimeout: ClearTimer;
-  setInterval: SetTimer;
-  clearInterval: ClearTimer;
-}
-const timerGlobals = globalThis as unknown as TimerGlobals;
-const real: TimerGlobals = {
-  setTimeout: timerGlobals.setTimeout,
-  clearTimeout: timerGlobals.clearTimeout,
-  setInterval: timerGlobals.setInterval,
-  clearInterval: timerGlobals.clearInterval,
-};
 
 /**
  * Records every timer set through the globals while installed, until it
