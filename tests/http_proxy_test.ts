@@ -35,6 +35,7 @@ import {
   serverDir,
   ServerProcess,
 } from "./_servers/process.ts";
+import { nginxConfig } from "./_servers/nginx.ts";
 
 const LONG = { timeout: 120_000 };
 const SOAK = process.env.PROXY_SOAK === "1";
@@ -523,34 +524,18 @@ async function startNginx() {
   fs.writeFileSync(path.join(www, "big.bin"), pattern(300_001, 7));
   fs.writeFileSync(path.join(www, "small.txt"), "small, chunked\n".repeat(20));
   const config = (port: number): string =>
-    `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  default_type application/octet-stream;
-  keepalive_timeout 1s;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:${port};
-    root ${www};
+    nginxConfig(
+      port,
+      dir,
+      `root ${www};
     location / { return 200 "$uri\\n"; }
     location = /big.bin { }
     # sub_filter rewrites the body as it goes, so the length is unknown: chunked.
     location /chunked/ { alias ${www}/; sub_filter_types *; sub_filter "@@@@" "-"; }
     location /close/ { keepalive_requests 3; return 200 "$uri\\n"; }
-    location /files/ { dav_methods PUT; client_max_body_size 10m; client_body_buffer_size 1m; }
-  }
-}
-`;
+    location /files/ { dav_methods PUT; client_max_body_size 10m; client_body_buffer_size 1m; }`,
+      "application/octet-stream",
+    );
   const server = await ServerProcess.start("nginx", {
     program,
     args: (port) => {

@@ -24,7 +24,17 @@ export function startNginx(): Promise<RealServer> {
   });
 }
 
-function nginxConfig(port: number, dir: string): string {
+/**
+ * An nginx configuration for a foreground server on 127.0.0.1:`port` that
+ * keeps its files in `dir` and closes idle connections after 1 s; `server`
+ * is the rest of the server block (by default every path answers its URI).
+ */
+export function nginxConfig(
+  port: number,
+  dir: string,
+  server = 'location / { return 200 "$uri\\n"; }',
+  defaultType = "text/plain",
+): string {
   return `daemon off;
 master_process off;
 worker_processes 1;
@@ -38,12 +48,12 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  default_type text/plain;
+  default_type ${defaultType};
   keepalive_timeout 1s;
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:${port};
-    location / { return 200 "$uri\\n"; }
+    ${server}
   }
 }
 `;
