@@ -46,13 +46,16 @@ export interface DenoRuntime {
   connect(options: { transport: "unix"; path: string }): Promise<DenoConn>;
   startTls(conn: DenoTcpConn, options: DenoStartTlsOptions): Promise<DenoTlsConn>;
   listen(options: { hostname: string; port: number; transport?: "tcp" }): DenoListener;
+  listen(options: { transport: "unix"; path: string }): DenoListener;
   permissions?: {
-    querySync?(descriptor: { name: "net"; host: string }): { state: string };
+    querySync?(descriptor: { name: "net"; host?: string }): { state: string };
   };
+  readonly build?: { readonly os?: string };
+  readonly version?: { readonly deno?: string };
 }
 
 export function deno(): DenoRuntime {
-  const runtime = (globalThis as { Deno?: DenoRuntime }).Deno;
+  const runtime = (globalThis as unknown as { Deno?: DenoRuntime }).Deno;
   if (runtime === undefined) {
     throw new TypeError(
       "Cannot use denoTransport: the Deno global is missing (not running on Deno)",
@@ -60,6 +63,24 @@ export function deno(): DenoRuntime {
   }
   return runtime;
 }
+
+/**
+ * Whether this Deno's `node:net` is native: since Deno 2.8 its sockets are
+ * libuv-style handles polled by the event loop itself, read straight into a
+ * buffer we give them, with no promise per read. Before that, `node:net` was
+ * written in JavaScript over the same `conn.read()` this transport uses.
+ */
+export function hasNativeNodeNet(runtime: DenoRuntime): boolean {
+  if (connReadOnly.forced) return false;
+  const [major = 0, minor = 0] = (runtime.version?.deno ?? "").split(".").map(Number);
+  return major > 2 || (major === 2 && minor >= 8);
+}
+
+/**
+ * Tests set `forced` to make TCP and Unix-socket connections use
+ * `Deno.connect` as on Deno before 2.8, so that path runs on this Deno too.
+ */
+export const connReadOnly: { forced: boolean } = { forced: false };
 
 /** Closes a Deno connection that may already be closed. */
 export function closeQuietly(conn: DenoConn): void {
