@@ -34,6 +34,7 @@ export type { ExchangeOptions } from "./src/exchange.ts";
 export type { AddressPolicyOptions, PerAddressOptions, PoolPolicyOptions } from "./src/options.ts";
 export type {
   ClosedEvent,
+  CloseReason,
   ConnectErrorEvent,
   ExpireEvent,
   HandedOutEvent,

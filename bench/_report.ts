@@ -82,6 +82,8 @@ export interface Ratio {
   readonly key: string;
   /** What is divided by what, such as "pool ÷ raw round trip". */
   readonly label: string;
+  /** A shorter label for a column of a table with one row per runtime. */
+  readonly column?: string;
   readonly value: number;
   /** The target, if it sets one. */
   readonly target?: number;

@@ -97,15 +97,16 @@ const address = { hostname: "127.0.0.1", port: upstream.port };
 const pool = new ConnectionPool();
 let failed = 0;
 
+// A GET may be sent twice: exchange() replays it on a new connection if the
+// upstream closed a reused one before answering (see section 5).
 async function pooledRequest(key: string): Promise<number> {
   const started = performance.now();
-  const { connection } = await pool.acquire(address);
   try {
-    const reply = await get(connection, key);
+    const reply = await pool.exchange(address, (connection) => get(connection, key), {
+      idempotent: true,
+    });
     if (reply !== `+value-of-${key}\n`) throw new Error(`wrong reply ${JSON.stringify(reply)}`);
-    pool.retain(connection);
   } catch (error) {
-    pool.release(connection);
     failed++;
     console.error(`request ${key} failed:`, error);
   }

@@ -10,11 +10,13 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const RUNTIMES = [
+const BASE_RUNTIMES = [
   { key: "deno", name: "Deno", colour: "#2563eb" },
   { key: "bun", name: "Bun", colour: "#d97706" },
   { key: "node", name: "Node", colour: "#7c3aed" },
 ];
+/** Colours of other Node versions (the peer benchmarks run on every Node found). */
+const NODE_COLOURS = ["#db2777", "#0891b2", "#4d7c0f", "#78716c", "#b91c1c"];
 const TITLES = {
   overhead: "1. Overhead: the pool against a raw connection",
   reuse: "2. Reuse: the pool against a connection per request",
@@ -22,7 +24,55 @@ const TITLES = {
   scale: "4. Scale: 1,000 addresses × 10 idle connections",
   detection: "5. Detection: upstream closes, and dead handoffs",
   contention: "6. Contention: 256 callers, 8 connections",
+  peers: "7. Peers: HTTP/1.1 against nginx, side by side with undici, node:http, generic-pool",
+  keepalive_edge: "8. Keep-alive edge: failed requests when nginx closes idle connections",
 };
+
+/**
+ * The runtimes of a report: Deno, Bun, the Node that ran the script, and
+ * any other Node versions it found ("node22", …), named by major version
+ * when there are several.
+ */
+function runtimesOf(report) {
+  const versions = report.machine.runtimes;
+  const others = Object.keys(versions).filter((key) => /^node\d+$/.test(key))
+    .sort((a, b) => parseInt(a.slice(4)) - parseInt(b.slice(4)));
+  const major = (version) => String(version).replace(/^v/, "").split(".")[0];
+  return [
+    ...BASE_RUNTIMES.map((runtime) =>
+      runtime.key === "node" && others.length > 0
+        ? { ...runtime, name: `Node ${major(versions.node)}` }
+        : runtime
+    ),
+    ...others.map((key, index) => ({
+      key,
+      name: `Node ${key.slice(4)}`,
+      colour: NODE_COLOURS[index % NODE_COLOURS.length],
+      other: true,
+    })),
+  ];
+}
+
+/** The runtimes that have a result in `results` (one benchmark's, by runtime). */
+const ranOn = (runtimes, results) => runtimes.filter((runtime) => results.has(runtime.key));
+
+/** Every ratio of a benchmark, in order of first appearance across runtimes. */
+function ratiosOf(results) {
+  const seen = new Map();
+  for (const result of results.values()) {
+    for (const ratio of result.ratios) if (!seen.has(ratio.key)) seen.set(ratio.key, ratio);
+  }
+  return [...seen.values()];
+}
+
+/** Every figure label of a benchmark, in order of first appearance across runtimes. */
+function figureLabelsOf(results) {
+  const seen = new Set();
+  for (const result of results.values()) {
+    for (const figure of result.figures) seen.add(figure.label);
+  }
+  return [...seen];
+}
 
 /** The machine and the runtimes, as BENCHMARKS.md states them. */
 export function machineInfo(bin) {
@@ -74,7 +124,14 @@ function formatFigure(value, unit) {
 
 function formatRatio(ratio) {
   const unit = ratio.unit ?? "×";
-  return unit === "×" ? `${ratio.value.toFixed(2)}×` : grouped(ratio.value);
+  if (unit === "×") return `${ratio.value.toFixed(2)}×`;
+  return grouped(ratio.value, Number.isInteger(ratio.value) ? 0 : 1);
+}
+
+/** Such as "Deno 2.9.6" or "Node 24.22.3". */
+function fullName(report, runtime) {
+  const version = report.machine.runtimes[runtime.key];
+  return `${runtime.key.startsWith("node") ? "Node" : runtime.name} ${version}`;
 }
 
 function targetText(ratio) {
@@ -100,34 +157,53 @@ function byBench(report) {
 
 const row = (cells) => `| ${cells.join(" | ")} |`;
 
-/** BENCHMARKS.md for one run of scripts/bench.mjs. */
+/** The load averages (1, 5, 15 min) at a run's start and, where recorded, at its end. */
+function loads(run) {
+  const list = (values) => values.map((each) => each.toFixed(2)).join(", ");
+  return `${list(run.machine.loadAverage)} at the start` +
+    (run.loadAverageEnd === undefined ? "" : `, ${list(run.loadAverageEnd)} at the end`) +
+    " (1, 5, 15 min)";
+}
+
+/** When and how a run was made, for the report's opening lines. */
+function runLine(run) {
+  return `${run.date.slice(0, 10)} at ${run.date.slice(11, 16)} UTC with \`${run.command}\`, ` +
+    `which took ${run.minutes.toFixed(1)} minutes`;
+}
+
+/** BENCHMARKS.md for one run of scripts/bench.mjs (with any runs merged into it). */
 export function renderMarkdown(report, order) {
   const { machine } = report;
+  const runtimes = runtimesOf(report);
   const benches = byBench(report);
   const names = order.filter((name) => benches.has(name));
-  const header = row(["", ...RUNTIMES.map((runtime) => runtime.name)]);
-  const rule = row(["---", ...RUNTIMES.map(() => "---")]);
+  const shown = runtimes.filter((runtime) =>
+    [...benches.values()].some((results) => results.has(runtime.key))
+  );
+  const merged = report.merged ?? [];
+  const mergedBy = new Map(merged.flatMap((run) => run.benches.map((bench) => [bench, run])));
+  const versionList = runtimes.map((runtime) => fullName(report, runtime)).join(", ");
   const lines = [
     "# Benchmarks",
     "",
     "<!-- Generated by `npm run bench` (scripts/bench.mjs, scripts/_bench_report.mjs). " +
     "Rerun it rather than editing the figures; bench/analysis.md is the hand-written part. -->",
     "",
-    `Measured on ${report.date.slice(0, 10)} at ${report.date.slice(11, 16)} UTC with ` +
-    `\`${report.command}\`, which took ${report.minutes.toFixed(1)} minutes` +
+    `Measured on ${runLine(report)}` +
     (report.quick ? " (a quick run: fewer rounds and samples than a full one)." : "."),
+    ...merged.flatMap((run) => [
+      "",
+      `Sections ${run.benches.map((bench) => `\`${bench}\``).join(", ")} were measured ` +
+      `separately on ${runLine(run)}, and merged in; load average ${loads(run)}.`,
+    ]),
     "",
     "| machine | |",
     "| --- | --- |",
     `| CPU | ${machine.cpu}, ${machine.cores} cores |`,
     `| memory | ${machine.memoryGiB.toFixed(1)} GiB |`,
     `| system | ${machine.system} |`,
-    `| load average at the start | ${
-      machine.loadAverage.map((each) => each.toFixed(2)).join(", ")
-    } ` +
-    "(1, 5, 15 min) |",
-    `| runtimes | Deno ${machine.runtimes.deno}, Bun ${machine.runtimes.bun}, ` +
-    `Node ${machine.runtimes.node} |`,
+    `| load average | ${loads(report)} |`,
+    `| runtimes | ${versionList} |`,
     "",
     "Every figure is a median over repeated runs, and every ratio compares variants measured side " +
     "by side in the same process and run, interleaved in rounds so that machine noise falls on " +
@@ -138,16 +214,18 @@ export function renderMarkdown(report, order) {
     "",
     "## Headline figures and targets",
     "",
-    row(["benchmark", "figure", "target", ...RUNTIMES.map((runtime) => runtime.name)]),
-    row(["---", "---", "---", ...RUNTIMES.map(() => "---")]),
+    row(["benchmark", "figure", "target", ...shown.map((runtime) => runtime.name)]),
+    row(["---", "---", "---", ...shown.map(() => "---")]),
   ];
   for (const name of names) {
     const results = benches.get(name);
-    const first = [...results.values()][0];
-    for (const ratio of first.ratios) {
-      const cells = RUNTIMES.map((runtime) => {
-        const found = results.get(runtime.key)?.ratios.find((each) => each.key === ratio.key);
-        if (found === undefined) return "not run";
+    for (const ratio of ratiosOf(results)) {
+      const cells = shown.map((runtime) => {
+        const result = results.get(runtime.key);
+        // Other Node versions run only some benchmarks: a blank, not a failure.
+        if (result === undefined) return runtime.other ? "—" : "not run";
+        const found = result.ratios.find((each) => each.key === ratio.key);
+        if (found === undefined) return "n/a";
         const verdict = meets(found);
         return formatRatio(found) + (verdict === undefined ? "" : verdict ? " met" : " **missed**");
       });
@@ -157,19 +235,47 @@ export function renderMarkdown(report, order) {
   for (const name of names) {
     const results = benches.get(name);
     const first = [...results.values()][0];
+    const here = ranOn(runtimes, results);
     lines.push("", `## ${TITLES[name] ?? name}`, "", `\`bench/${name}.ts\`: ${first.setup}.`, "");
-    lines.push(header.replace("|  |", "| figure |"), rule);
-    for (const figure of first.figures) {
-      const cells = RUNTIMES.map((runtime) => {
-        const found = results.get(runtime.key)?.figures.find((each) => each.label === figure.label);
+    const run = mergedBy.get(name);
+    if (run !== undefined) lines.push(`Measured on ${runLine(run)}.`, "");
+    const ratios = ratiosOf(results);
+    if (ratios.some((ratio) => ratio.column !== undefined)) {
+      // One row per runtime: the ratios side by side, as the issues state them.
+      lines.push(
+        row(["runtime", ...ratios.map((ratio) => ratio.column ?? ratio.label)]),
+        row(["---", ...ratios.map(() => "---")]),
+      );
+      for (const runtime of here) {
+        const result = results.get(runtime.key);
+        lines.push(row([
+          fullName(report, runtime),
+          ...ratios.map((ratio) => {
+            const found = result.ratios.find((each) => each.key === ratio.key);
+            return found === undefined ? "n/a" : formatRatio(found);
+          }),
+        ]));
+      }
+      lines.push("");
+    }
+    lines.push(
+      row(["figure", ...here.map((runtime) => runtime.name)]),
+      row(["---", ...here.map(() => "---")]),
+    );
+    for (const label of figureLabelsOf(results)) {
+      const cells = here.map((runtime) => {
+        const found = results.get(runtime.key).figures.find((each) => each.label === label);
         return found === undefined ? "—" : formatFigure(found.value, found.unit);
       });
-      lines.push(row([figure.label, ...cells]));
+      lines.push(row([label, ...cells]));
     }
-    const notes = RUNTIMES.flatMap((runtime) =>
-      (results.get(runtime.key)?.notes ?? []).map((note) => `- ${runtime.name}: ${note}`)
+    const notes = here.flatMap((runtime) =>
+      (results.get(runtime.key).notes ?? []).map((note) => `- ${runtime.name}: ${note}`)
     );
     if (notes.length > 0) lines.push("", ...notes);
+    // A benchmark's own hand-written notes, if it has them (bench/<name>.md).
+    const notesPath = path.join(root, "bench", `${name}.md`);
+    if (fs.existsSync(notesPath)) lines.push("", fs.readFileSync(notesPath, "utf8").trim());
   }
   if (report.failures.length > 0) {
     lines.push("", "## Failed steps", "", ...report.failures.map((failure) => `- ${failure}`));
@@ -191,19 +297,18 @@ const escapeXml = (text) =>
  * of 1× where there is none).
  */
 export function renderSvg(report) {
+  const runtimes = runtimesOf(report);
   const rows = [];
   const counts = [];
   for (const [name, results] of byBench(report)) {
-    const first = [...results.values()][0];
-    for (const ratio of first.ratios) {
-      if ((ratio.unit ?? "×") !== "×") {
-        counts.push({ name, ratio, results });
-        continue;
-      }
-      const values = RUNTIMES.map((runtime) =>
-        results.get(runtime.key)?.ratios.find((each) => each.key === ratio.key)?.value
+    // Each row has a bar for each runtime that ran its benchmark.
+    const here = ranOn(runtimes, results);
+    for (const ratio of ratiosOf(results)) {
+      const values = here.map((runtime) =>
+        results.get(runtime.key).ratios.find((each) => each.key === ratio.key)?.value
       );
-      rows.push({ name, ratio, values });
+      if ((ratio.unit ?? "×") !== "×") counts.push({ name, ratio, here, values });
+      else rows.push({ name, ratio, here, values });
     }
   }
   const all = rows.flatMap((each) => [...each.values, each.ratio.target ?? 1])
@@ -223,9 +328,16 @@ export function renderSvg(report) {
   const plotRight = width - 70;
   const top = 104;
   const bar = 11;
-  const rowHeight = RUNTIMES.length * (bar + 3) + 20;
-  const height = top + rows.length * rowHeight + 40 + counts.length * 18;
-  const axisBottom = height - 34 - counts.length * 18;
+  const rowHeight = (slots) => Math.max(3, slots) * (bar + 3) + 20;
+  const rowTops = [];
+  let plotBottom = top;
+  for (const each of rows) {
+    rowTops.push(plotBottom);
+    plotBottom += rowHeight(each.here.length);
+  }
+  const axisBottom = plotBottom + 6;
+  const countLine = 17;
+  const height = axisBottom + 40 + counts.length * 2 * countLine;
   const x = (value) => {
     const clamped = Math.min(high, Math.max(low, value));
     return plotLeft +
@@ -244,13 +356,11 @@ export function renderSvg(report) {
     `<text x="16" y="62" fill="#444">Red dashes: target. Medians; each ratio measured side by ` +
     `side in one run (BENCHMARKS.md).</text>`,
   ];
-  RUNTIMES.forEach((runtime, index) => {
-    const left = 16 + index * 110;
+  runtimes.forEach((runtime, index) => {
+    const left = 16 + index * 140;
     parts.push(
       `<rect x="${left}" y="72" width="14" height="11" fill="${runtime.colour}"/>`,
-      `<text x="${left + 20}" y="82">${runtime.name} ${
-        escapeXml(report.machine.runtimes[runtime.key])
-      }</text>`,
+      `<text x="${left + 20}" y="82">${escapeXml(fullName(report, runtime))}</text>`,
     );
   });
   for (const tick of shown) {
@@ -261,14 +371,15 @@ export function renderSvg(report) {
       `<text x="${at}" y="${axisBottom + 16}" text-anchor="middle" fill="#444">${tick}×</text>`,
     );
   }
-  rows.forEach(({ name, ratio, values }, index) => {
-    const y = top + index * rowHeight;
+  rows.forEach(({ name, ratio, here, values }, index) => {
+    const y = rowTops[index];
+    const height = rowHeight(here.length);
     const pivot = ratio.target ?? (ratio.contest ? 1 : undefined);
     if (pivot !== undefined) {
       const [from, to] = ratio.better === "lower" ? [low, pivot] : [pivot, high];
       parts.push(
         `<rect x="${x(from).toFixed(1)}" y="${y - 4}" width="${(x(to) - x(from)).toFixed(1)}" ` +
-          `height="${rowHeight - 8}" fill="#dcfce7"/>`,
+          `height="${height - 8}" fill="#dcfce7"/>`,
       );
     }
     parts.push(
@@ -283,15 +394,18 @@ export function renderSvg(report) {
     if (ratio.target !== undefined) {
       const at = x(ratio.target).toFixed(1);
       parts.push(
-        `<line x1="${at}" y1="${y - 4}" x2="${at}" y2="${y + rowHeight - 12}" stroke="#dc2626" ` +
+        `<line x1="${at}" y1="${y - 4}" x2="${at}" y2="${y + height - 12}" stroke="#dc2626" ` +
           `stroke-width="2" stroke-dasharray="4 3"/>`,
       );
     }
-    RUNTIMES.forEach((runtime, slot) => {
+    here.forEach((runtime, slot) => {
       const value = values[slot];
       const barY = y + slot * (bar + 3);
       if (value === undefined) {
-        parts.push(`<text x="${x(1) + 4}" y="${barY + 9}" fill="#888">not run</text>`);
+        parts.push(
+          `<text x="${x(1) + 4}" y="${barY + 9}" font-size="10" fill="#888">` +
+            `${escapeXml(runtime.name)}: not measured</text>`,
+        );
         return;
       }
       const [left, right] = [x(Math.min(1, value)), x(Math.max(1, value))];
@@ -306,15 +420,17 @@ export function renderSvg(report) {
       );
     });
   });
-  counts.forEach(({ name, ratio, results }, index) => {
-    const values = RUNTIMES.map((runtime) => {
-      const found = results.get(runtime.key)?.ratios.find((each) => each.key === ratio.key);
-      return `${runtime.name} ${found === undefined ? "not run" : found.value}`;
-    }).join(", ");
+  counts.forEach(({ name, ratio, here, values }, index) => {
+    const y = axisBottom + 40 + index * 2 * countLine;
+    const listed = here.map((runtime, slot) =>
+      `${runtime.name} ${
+        values[slot] === undefined ? "n/a" : formatRatio({ ...ratio, value: values[slot] })
+      }`
+    ).join(", ");
     parts.push(
-      `<text x="16" y="${axisBottom + 40 + index * 18}"><tspan font-weight="bold">` +
-        `${escapeXml(name)}</tspan>: ${escapeXml(ratio.label)}: ${escapeXml(values)} ` +
-        `(target ${escapeXml(targetText(ratio))})</text>`,
+      `<text x="16" y="${y}"><tspan font-weight="bold">${escapeXml(name)}</tspan>: ` +
+        `${escapeXml(ratio.label)} (target ${escapeXml(targetText(ratio))})</text>`,
+      `<text x="32" y="${y + countLine - 2}" fill="#333">${escapeXml(listed)}</text>`,
     );
   });
   parts.push("</svg>");

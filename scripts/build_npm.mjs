@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { pinnedNodes } from "./_node_versions.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const outDir = path.join(root, "npm");
@@ -122,6 +123,15 @@ for (const [key, target] of Object.entries(exportsMap)) {
   }
 }
 
+/**
+ * The Node majors `npm test` runs the suite on: 20, the machine's own (end
+ * of life since April 2026, still run), and each one pinned in package.json.
+ */
+function testedNodes() {
+  const majors = new Set([20, ...pinnedNodes(root).map((node) => node.major)]);
+  return [...majors].sort((a, b) => a - b).map((major) => `^${major}`).join(" || ");
+}
+
 const main = packageExports["."];
 const packageJson = {
   name: deno.name,
@@ -133,7 +143,7 @@ const packageJson = {
   exports: packageExports,
   files: libraryFiles.sort(),
   sideEffects: false,
-  engines: { node: ">=20" },
+  engines: { node: testedNodes() },
 };
 fs.writeFileSync(path.join(outDir, "package.json"), JSON.stringify(packageJson, null, 2) + "\n");
 for (const file of ["README.md", "LICENSE"]) {

@@ -5,7 +5,16 @@
 import { Lease, type LeaseOwner, type UpstreamConnection } from "./connection.ts";
 import { PoolError } from "./errors.ts";
 import type { PoolEvent } from "./events.ts";
-import { show } from "./options.ts";
+import type { PoolPolicyOptions, Snapshot } from "./options.ts";
+import {
+  ACQUIRE_OPTION_KEYS,
+  checkKnownKeys,
+  CLOSE_OPTION_KEYS,
+  EXCHANGE_OPTION_KEYS,
+  POOL_OPTION_KEYS,
+  RETAIN_OPTION_KEYS,
+} from "./_known_keys.ts";
+import { show } from "./_show.ts";
 import type { Transport } from "./transports/transport.ts";
 
 /** The constructor options that are not policy: how to connect and whom to tell. */
@@ -14,12 +23,19 @@ export interface PoolHooks {
   onEvent?: (event: PoolEvent) => void;
 }
 
-/** Checks the constructor's options object and its transport and event hook. */
-export function checkPoolHooks(options: PoolHooks): PoolHooks {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid pool options: expected an object, got ${typeof options}`);
-  }
-  const { transport, onEvent } = options;
+/**
+ * Checks the constructor's options object: a plain object with known keys
+ * only, read once. Returns the transport and event hook, checked, and the
+ * snapshot for `resolvePolicy` to check the policy from.
+ */
+export function checkPoolHooks(
+  // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
+  options: PoolHooks & PoolPolicyOptions<any>,
+  // deno-lint-ignore no-explicit-any -- likewise
+): PoolHooks & { policy: Snapshot<PoolPolicyOptions<any>> } {
+  const snapshot = checkKnownKeys(options, POOL_OPTION_KEYS, "pool options");
+  const transport = snapshot.transport as Transport | undefined;
+  const onEvent = snapshot.onEvent;
   if (transport !== undefined) {
     if (
       transport === null || typeof transport !== "object" ||
@@ -33,30 +49,30 @@ export function checkPoolHooks(options: PoolHooks): PoolHooks {
   if (onEvent !== undefined && typeof onEvent !== "function") {
     throw new TypeError(`Invalid pool option onEvent: expected a function, got ${show(onEvent)}`);
   }
-  return { transport, onEvent };
+  return { transport, onEvent: onEvent as PoolHooks["onEvent"], policy: snapshot };
 }
 
 /** Checks acquire()'s options and returns its abort signal, if any. */
 export function checkSignal(options: { signal?: AbortSignal }): AbortSignal | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid acquire options: expected an object, got ${typeof options}`);
-  }
-  const { signal } = options;
+  const { signal } = checkKnownKeys(options, ACQUIRE_OPTION_KEYS, "acquire options");
+  return signalOption(signal, "acquire");
+}
+
+function signalOption(signal: unknown, what: string): AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError("Invalid acquire option signal: expected an AbortSignal");
+    throw new TypeError(
+      `Invalid ${what} option signal: expected an AbortSignal, got ${show(signal)}`,
+    );
   }
   return signal;
 }
 
 /** Checks close()'s options and returns its timeout in ms, if any. */
 export function checkCloseTimeout(options: { timeout?: number }): number | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid close options: expected an object, got ${typeof options}`);
-  }
-  const { timeout } = options;
+  const { timeout } = checkKnownKeys(options, CLOSE_OPTION_KEYS, "close options");
   if (timeout === undefined) return undefined;
   if (typeof timeout !== "number") {
-    throw new TypeError(`Invalid close option timeout: expected a number, got ${typeof timeout}`);
+    throw new TypeError(`Invalid close option timeout: expected a number, got ${show(timeout)}`);
   }
   if (Number.isNaN(timeout) || timeout < 0) {
     throw new RangeError(
@@ -77,7 +93,7 @@ export function checkBorrowed<State>(
 ): Lease {
   if (connection === null || typeof connection !== "object") {
     throw new TypeError(
-      `Cannot ${verb}: expected a connection from acquire(), got ${typeof connection}`,
+      `Cannot ${verb}: expected a connection from acquire(), got ${show(connection)}`,
     );
   }
   if (!(connection instanceof Lease) || connection.owner !== owner) {
@@ -104,10 +120,8 @@ export function checkExchange(
   if (typeof run !== "function") {
     throw new TypeError(`Invalid exchange: expected a function, got ${show(run)}`);
   }
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid exchange options: expected an object, got ${show(options)}`);
-  }
-  const { idempotent = false } = options;
+  const snapshot = checkKnownKeys(options, EXCHANGE_OPTION_KEYS, "exchange options");
+  const { idempotent = false } = snapshot;
   if (typeof idempotent !== "boolean") {
     throw new TypeError(
       `Invalid exchange option idempotent: expected a boolean, got ${show(idempotent)}`,
@@ -115,20 +129,18 @@ export function checkExchange(
   }
   return {
     idempotent,
-    signal: checkSignal(options),
-    idleTimeout: checkRetainOptions(options, "exchange"),
+    signal: signalOption(snapshot.signal, "exchange"),
+    idleTimeout: idleTimeoutOption(snapshot.idleTimeout, "exchange"),
   };
 }
 
 /** Checks retain()'s options and returns the idle deadline asked for, if any. */
-export function checkRetainOptions(
-  options: { idleTimeout?: number },
-  what = "retain",
-): number | undefined {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid ${what} options: expected an object, got ${show(options)}`);
-  }
-  const { idleTimeout } = options;
+export function checkRetainOptions(options: { idleTimeout?: number }): number | undefined {
+  const { idleTimeout } = checkKnownKeys(options, RETAIN_OPTION_KEYS, "retain options");
+  return idleTimeoutOption(idleTimeout, "retain");
+}
+
+function idleTimeoutOption(idleTimeout: unknown, what: string): number | undefined {
   if (idleTimeout === undefined) return undefined;
   if (typeof idleTimeout !== "number") {
     throw new TypeError(

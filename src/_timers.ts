@@ -4,14 +4,41 @@
 
 export type TimerHandle = ReturnType<typeof setTimeout>;
 
-/** A timer that does not keep the process alive. */
+/**
+ * The longest delay every runtime's setTimeout honours, 2^31-1 ms (about
+ * 24.8 days). Above it Deno, Bun and Node fire after 1 ms instead (Node and
+ * Bun print a TimeoutOverflowWarning each time).
+ */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
+/**
+ * Calls `callback` once after `ms` milliseconds, for any `ms` up to
+ * `Infinity` (never). The timer keeps the process alive, as setTimeout's do.
+ * Cancel it with clearTimeout.
+ *
+ * A delay above {@linkcode MAX_TIMER_DELAY} runs as an interval of equal
+ * steps no longer than that (two steps of about 12.4 days for 2^31 ms), and
+ * `Infinity` as an interval that never calls back: an interval keeps one
+ * handle for its whole life, so clearTimeout cancels it at every step
+ * (timeouts and intervals share one list of handles on every runtime).
+ */
+export function longTimeout(callback: () => void, ms: number): TimerHandle {
+  if (!(ms > MAX_TIMER_DELAY)) return setTimeout(callback, ms);
+  if (ms === Infinity) return setInterval(() => {}, MAX_TIMER_DELAY);
+  const steps = Math.ceil(ms / MAX_TIMER_DELAY);
+  let left = steps;
+  const handle = setInterval(() => {
+    if (--left > 0) return;
+    clearInterval(handle);
+    callback();
+  }, Math.min(MAX_TIMER_DELAY, Math.ceil(ms / steps)));
+  return handle;
+}
+
+/** A {@linkcode longTimeout} that does not keep the process alive. */
 export function unrefTimeout(callback: () => void, ms: number): TimerHandle {
-  const handle = setTimeout(callback, ms);
-  if (typeof handle === "object" && handle !== null && "unref" in handle) {
-    (handle as { unref(): void }).unref();
-  } else {
-    (globalThis as { Deno?: { unrefTimer?(id: unknown): void } }).Deno?.unrefTimer?.(handle);
-  }
+  const handle = longTimeout(callback, ms);
+  setRef(handle, false);
   return handle;
 }
 

@@ -15,7 +15,11 @@
  * ```
  */
 export interface TcpAddress {
-  /** Host name or IP address. IPv6 may be bracketed (`"[::1]"`); case does not matter. */
+  /**
+   * Host name (at most 253 characters), dotted-quad IPv4 or IPv6 address.
+   * IPv6 may be bracketed (`"[::1]"`) and, if link-local, have a zone id
+   * naming an interface (`"fe80::1%eth0"`); case does not matter.
+   */
   hostname: string;
   /** TCP port, 1 to 65535. A decimal string such as `"6379"` is accepted too. */
   port: number | string;
@@ -119,8 +123,9 @@ export interface ResolvedTcpAddress {
    * are equal. Readable on purpose (`"127.0.0.1:6379"`, `"[::1]:80"`,
    * `"tls:db.internal:5432"`): it is also the name of the address in
    * `stats()`. A TLS key lists every option that differs from the defaults;
-   * certificates appear as numbers, equal for equal PEM text
-   * (`"tls:10.0.0.7:5433?sni=db.internal&ca=1"`).
+   * certificates and keys appear as the SHA-256 of their PEM text, equal
+   * for equal text in every pool and process
+   * (`"tls:10.0.0.7:5433?sni=db.internal&ca=CSTwVH2-K4tC-JqFqeekS9BBOh9lyUEWjJ9nAF9BX_Q"`).
    */
   readonly key: string;
 }
@@ -181,23 +186,33 @@ export interface ResolvedUnixAddress {
  */
 export type ResolvedAddress = ResolvedTcpAddress | ResolvedUnixAddress;
 
-// Control characters, white space and characters that never appear in a
-// host name or IP literal; rejecting them early gives a clear error instead
-// of a confusing DNS failure.
-// deno-lint-ignore no-control-regex -- matching control characters is the point
-const INVALID_HOST_CHARS = /[\s\x00-\x1f\x7f/\\?#@[\]]/;
+import { normaliseHost } from "./_host_names.ts";
+import { ADDRESS_KEYS, checkKnownKeys, isPlainObject, TLS_OPTION_KEYS } from "./_known_keys.ts";
+import { sha256Text } from "./_sha256.ts";
+import { quote, show } from "./_show.ts";
+
+/** Bytes of a Unix socket path at most: Linux's sun_path holds 108, with the final NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
  * Checks an address and returns its normalised form with its pool key.
  * The result is frozen; passing it (or, unchanged, the same object as
  * before) again returns the same result at once, without checking anew.
  *
+ * Only the address's own properties count (inherited ones are ignored),
+ * each read once per call.
+ *
  * @param address The upstream, as a caller gave it.
  * @returns The normalised address.
- * @throws {TypeError} If `address`, `hostname`, `port` or `path` has the
- * wrong type, if both or neither of `path` and `hostname` are given, or if
- * `hostname` or `path` is empty or holds characters it cannot have.
- * @throws {RangeError} If `port` is not an integer from 1 to 65535.
+ * @throws {TypeError} If `address` or its `tls` is not a plain object or
+ * has a key it cannot have (the message names it, and the key probably
+ * meant); if `hostname`, `port` or `path` has the wrong type; if both or
+ * neither of `path` and `hostname` are given; if `hostname` is not a host
+ * name, a dotted-quad IPv4 address or an IPv6 address (a zone id only on a
+ * link-local one, by interface name); or if `path` is empty or holds a NUL.
+ * @throws {RangeError} If `port` is not an integer from 1 to 65535, a host
+ * name is longer than 253 characters (a label than 63), or `path` is longer
+ * than 107 bytes.
  *
  * @example
  * ```ts
@@ -210,14 +225,17 @@ const INVALID_HOST_CHARS = /[\s\x00-\x1f\x7f/\\?#@[\]]/;
 export function resolveAddress(address: Address): ResolvedAddress {
   const known = knownResolution(address);
   if (known !== undefined) return known;
-  const resolved = Object.freeze(resolveAnew(address));
+  const anew = resolveAnew(address);
+  const resolved = Object.freeze(anew.resolved);
   resolvedAddresses.add(resolved);
-  const { tls } = address as { tls?: unknown };
+  const { hostname, port, path, tls } = anew.fields;
   // Only plain fields can be compared cheaply; a TLS options object could
-  // have changed inside, so an address with one is resolved each time.
+  // have changed inside, so an address with one is resolved each time. The
+  // values remembered are those the resolution was made from (read once),
+  // so a getter that answers differently next time never matches them.
   if (tls === undefined || typeof tls === "boolean") {
-    const { hostname, port, path } = address as FieldsOf<TcpAddress & UnixAddress>;
-    lastResolutions.set(address, { hostname, port, path, tls, resolved });
+    const keys = Object.keys(address).length;
+    lastResolutions.set(address, { hostname, port, path, tls, keys, resolved });
   }
   return resolved;
 }
@@ -229,6 +247,8 @@ export function resolveAddress(address: Address): ResolvedAddress {
 const resolvedAddresses = new WeakSet<object>();
 type FieldsOf<T> = { [K in keyof T]: unknown };
 interface LastResolution extends FieldsOf<TcpAddress & UnixAddress> {
+  /** How many own enumerable keys the address had: one added since is checked. */
+  keys: number;
   resolved: ResolvedAddress;
 }
 const lastResolutions = new WeakMap<object, LastResolution>();
@@ -240,121 +260,189 @@ function knownResolution(address: Address): ResolvedAddress | undefined {
   if (last === undefined) return undefined;
   const now = address as FieldsOf<TcpAddress & UnixAddress>;
   return now.hostname === last.hostname && now.port === last.port && now.path === last.path &&
-      now.tls === last.tls
+      now.tls === last.tls && Object.keys(address).length === last.keys
     ? last.resolved
     : undefined;
 }
 
-function resolveAnew(address: Address): ResolvedAddress {
-  if (address === null || typeof address !== "object") {
+/** Validates an address and builds its resolution, from one snapshot of its own properties. */
+function resolveAnew(address: Address): {
+  resolved: ResolvedAddress;
+  fields: { [K in keyof (TcpAddress & UnixAddress)]?: unknown };
+} {
+  if (!isPlainObject(address)) {
     throw new TypeError(
-      `Invalid address: expected an object like { hostname, port } or { path }, got ${
-        describe(address)
+      `Invalid address: expected a plain object like { hostname, port } or { path }, got ${
+        show(address)
       }`,
     );
   }
-  if ("path" in address && address.path !== undefined) {
-    if ("hostname" in address || "port" in address) {
+  const fields = checkKnownKeys(address, ADDRESS_KEYS, "address");
+  if (fields.path !== undefined) {
+    if ("hostname" in fields || "port" in fields) {
       throw new TypeError("Invalid address: give either { hostname, port } or { path }, not both");
     }
-    if ("tls" in address && address.tls !== undefined && address.tls !== false) {
+    if (fields.tls !== undefined && fields.tls !== false) {
       throw new TypeError("Invalid address: tls is for { hostname, port } addresses only");
     }
-    const path = address.path;
-    if (typeof path !== "string") {
-      throw new TypeError(`Invalid address: path must be a string, got ${describe(path)}`);
-    }
-    if (path === "" || path.includes("\0")) {
-      throw new TypeError(`Invalid address: path ${JSON.stringify(path)} is not a socket path`);
-    }
-    return { kind: "unix", path, key: `unix:${path}` };
+    const path = checkPath(fields.path);
+    return { fields, resolved: { kind: "unix", path, key: `unix:${path}` } };
   }
-  const tcp = address as TcpAddress;
-  const hostname = normaliseHostname(tcp.hostname);
-  const port = normalisePort(tcp.port);
+  const hostname = normaliseHost(fields.hostname, "hostname", true);
+  const port = normalisePort(fields.port);
   const hostPort = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-  const tls = resolveTls(tcp.tls, hostname);
-  const key = tls === undefined ? hostPort : `tls:${hostPort}${tlsKeySuffix(tls, hostname)}`;
-  return { kind: "tcp", hostname, port, tls, key };
+  const tls = resolveTls(fields.tls, hostname);
+  const key = tls === undefined
+    ? hostPort
+    : `tls:${hostPort}${tlsKeySuffix(tls.options, tls.digests, hostname)}`;
+  return { fields, resolved: { kind: "tcp", hostname, port, tls: tls?.options, key } };
 }
 
-const TLS_OPTION_NAMES = new Set([
-  "serverName",
-  "caCerts",
-  "verify",
-  "cert",
-  "key",
-  "alpnProtocols",
-]);
+function checkPath(path: unknown): string {
+  if (typeof path !== "string") {
+    throw new TypeError(`Invalid address: path must be a string, got ${show(path)}`);
+  }
+  if (path === "" || path.includes("\0")) {
+    throw new TypeError(`Invalid address: path ${quote(path)} is not a socket path`);
+  }
+  // Runtimes differ past the limit (Deno, Bun and Node 24: EINVAL; Node 20:
+  // ENOENT), so it is checked here.
+  const bytes = path.length > MAX_SOCKET_PATH_BYTES ? encoder.encode(path).length : 0;
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new RangeError(
+      `Invalid address: path ${
+        quote(path)
+      } is ${bytes} bytes long; a Unix socket path has at most ${MAX_SOCKET_PATH_BYTES}`,
+    );
+  }
+  return path;
+}
 
-function resolveTls(tls: unknown, hostname: string): ResolvedTlsOptions | undefined {
+const encoder = new TextEncoder();
+
+/** Digests of a TLS options object's certificates, for its key. */
+interface TlsDigests {
+  ca: string | undefined;
+  cert: string | undefined;
+}
+
+function resolveTls(
+  tls: unknown,
+  hostname: string,
+): { options: ResolvedTlsOptions; digests: TlsDigests } | undefined {
   if (tls === undefined || tls === false) return undefined;
   if (tls === true) {
-    return Object.freeze({
-      serverName: hostname,
-      caCerts: undefined,
-      verify: true,
-      cert: undefined,
-      key: undefined,
-      alpnProtocols: undefined,
-    });
+    return {
+      options: defaultTls(withoutZone(hostname)),
+      digests: { ca: undefined, cert: undefined },
+    };
   }
-  if (tls === null || typeof tls !== "object" || Array.isArray(tls)) {
+  if (tls === null || typeof tls !== "object") {
     throw new TypeError(
-      `Invalid address: tls must be a boolean or an object, got ${describe(tls)}`,
+      `Invalid address: tls must be true, false or a plain object of TLS options, got ${show(tls)}`,
     );
   }
   // A misspelt option (say `ca` for `caCerts`) would silently trust the
   // default roots instead of the caller's: refuse it.
-  for (const name of Object.keys(tls)) {
-    if (!TLS_OPTION_NAMES.has(name)) {
-      throw new TypeError(`Invalid address: unknown TLS option "${name}"`);
-    }
-  }
-  const options = tls as TlsOptions;
+  const options = checkKnownKeys(tls, TLS_OPTION_KEYS, "address (tls)");
   const serverName = options.serverName === undefined
-    ? hostname
-    : normaliseHostname(options.serverName, "tls.serverName");
+    ? withoutZone(hostname)
+    : normaliseHost(options.serverName, "tls.serverName", false);
   const verify = options.verify ?? true;
   if (typeof verify !== "boolean") {
-    throw new TypeError(`Invalid address: tls.verify must be a boolean, got ${describe(verify)}`);
+    throw new TypeError(`Invalid address: tls.verify must be a boolean, got ${show(verify)}`);
   }
   const cert = optionalPem(options.cert, "tls.cert");
   const key = optionalPem(options.key, "tls.key");
   if ((cert === undefined) !== (key === undefined)) {
     throw new TypeError("Invalid address: tls.cert and tls.key go together: give both or neither");
   }
+  const caCerts = optionalStrings(options.caCerts, "tls.caCerts");
+  return {
+    options: Object.freeze({
+      serverName,
+      caCerts,
+      verify,
+      cert,
+      key,
+      alpnProtocols: alpnProtocols(options.alpnProtocols),
+    }),
+    digests: {
+      ca: caCerts === undefined ? undefined : pemDigest(tls, "ca", caCerts),
+      cert: cert === undefined ? undefined : pemDigest(tls, "cert", [cert, key!]),
+    },
+  };
+}
+
+/** The address without its zone id: what a certificate names, for `fe80::1%eth0`. */
+function withoutZone(hostname: string): string {
+  const at = hostname.indexOf("%");
+  return at === -1 ? hostname : hostname.slice(0, at);
+}
+
+function defaultTls(hostname: string): ResolvedTlsOptions {
   return Object.freeze({
-    serverName,
-    caCerts: optionalStrings(options.caCerts, "tls.caCerts"),
-    verify,
-    cert,
-    key,
-    alpnProtocols: alpnProtocols(options.alpnProtocols),
+    serverName: hostname,
+    caCerts: undefined,
+    verify: true,
+    cert: undefined,
+    key: undefined,
+    alpnProtocols: undefined,
   });
 }
 
-// Certificates and keys get a number in the key: the same texts always get
-// the same number within a process, so equal options share connections and
-// the key stays short, readable and free of key material.
-const pemIds = new Map<string, number>();
+// Certificates and keys appear in the key as the SHA-256 of their text:
+// equal texts give equal keys in every pool and process, different texts
+// never the same (a collision is not known to be findable), and nothing is
+// kept: no table of texts that would grow with every CA ever seen, hold
+// private keys for the life of the process, or renumber a text it forgot.
+// Hashing takes a few µs per 2 KB, so the digest is also remembered with
+// the caller's TLS options object (and goes with it), for the next acquire
+// that passes the same object.
+const digestMemo = new WeakMap<
+  object,
+  {
+    ca?: { texts: readonly string[]; digest: string };
+    cert?: { texts: readonly string[]; digest: string };
+  }
+>();
 
-function pemId(pem: string): number {
-  let id = pemIds.get(pem);
-  if (id === undefined) pemIds.set(pem, id = pemIds.size + 1);
-  return id;
+function pemDigest(owner: object, slot: "ca" | "cert", texts: readonly string[]): string {
+  let memo = digestMemo.get(owner);
+  const last = memo?.[slot];
+  if (
+    last !== undefined && last.texts.length === texts.length &&
+    last.texts.every((text, i) => text === texts[i])
+  ) {
+    return last.digest;
+  }
+  const digest = sha256Text(JSON.stringify(texts));
+  if (memo === undefined) digestMemo.set(owner, memo = {});
+  memo[slot] = { texts, digest };
+  return digest;
 }
 
+/** ALPN lists up to this length appear in the key as they are; longer ones as a digest. */
+const MAX_ALPN_IN_KEY = 64;
+
 /** The options that differ from the defaults, as a query string. */
-function tlsKeySuffix(tls: ResolvedTlsOptions, hostname: string): string {
+function tlsKeySuffix(tls: ResolvedTlsOptions, digests: TlsDigests, hostname: string): string {
   const parts: string[] = [];
   // Every part is exact: two different sets of options never read the same.
-  if (tls.serverName !== hostname) parts.push(`sni=${encodeURIComponent(tls.serverName)}`);
-  if (tls.caCerts !== undefined) parts.push(`ca=${pemId(JSON.stringify(tls.caCerts))}`);
+  if (tls.serverName !== withoutZone(hostname)) {
+    parts.push(`sni=${encodeURIComponent(tls.serverName)}`);
+  }
+  if (digests.ca !== undefined) parts.push(`ca=${digests.ca}`);
   if (!tls.verify) parts.push("verify=off");
-  if (tls.cert !== undefined) parts.push(`cert=${pemId(JSON.stringify([tls.cert, tls.key]))}`);
+  if (digests.cert !== undefined) parts.push(`cert=${digests.cert}`);
   if (tls.alpnProtocols !== undefined) {
-    parts.push(`alpn=${tls.alpnProtocols.map(encodeURIComponent).join(",")}`);
+    const list = tls.alpnProtocols.map(encodeURIComponent).join(",");
+    // A long list would make a long key (and long messages): its digest, under a name of its own.
+    parts.push(
+      list.length <= MAX_ALPN_IN_KEY
+        ? `alpn=${list}`
+        : `alpn-sha256=${sha256Text(JSON.stringify(tls.alpnProtocols))}`,
+    );
   }
   return parts.length === 0 ? "" : `?${parts.join("&")}`;
 }
@@ -362,18 +450,17 @@ function tlsKeySuffix(tls: ResolvedTlsOptions, hostname: string): string {
 function optionalPem(value: unknown, name: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string" || value.trim() === "") {
-    throw new TypeError(`Invalid address: ${name} must be a PEM string, got ${describe(value)}`);
+    throw new TypeError(`Invalid address: ${name} must be a PEM string, got ${show(value)}`);
   }
   return value;
 }
 
 function alpnProtocols(value: unknown): readonly string[] | undefined {
   const protocols = optionalStrings(value, "tls.alpnProtocols");
-  const encoder = new TextEncoder();
   for (const name of protocols ?? []) {
     if (encoder.encode(name).length > 255) {
       throw new RangeError(
-        `Invalid address: an ALPN protocol name is at most 255 bytes, got ${JSON.stringify(name)}`,
+        `Invalid address: an ALPN protocol name is at most 255 bytes, got ${quote(name)}`,
       );
     }
   }
@@ -384,37 +471,19 @@ function optionalStrings(value: unknown, name: string): readonly string[] | unde
   if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length === 0) {
     throw new TypeError(
-      `Invalid address: ${name} must be a non-empty array of strings, got ${describe(value)}`,
+      `Invalid address: ${name} must be a non-empty array of strings, got ${show(value)}`,
     );
   }
-  for (const item of value) {
+  // One read of each item: the copy is what is checked and used.
+  const items = Object.freeze([...value]);
+  for (const item of items) {
     if (typeof item !== "string" || item.trim() === "") {
       throw new TypeError(
-        `Invalid address: ${name} must hold non-empty strings, got ${describe(item)}`,
+        `Invalid address: ${name} must hold non-empty strings, got ${show(item)}`,
       );
     }
   }
-  return Object.freeze([...value]);
-}
-
-function normaliseHostname(hostname: unknown, name = "hostname"): string {
-  if (typeof hostname !== "string") {
-    throw new TypeError(`Invalid address: ${name} must be a string, got ${describe(hostname)}`);
-  }
-  let host = hostname;
-  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  if (host === "") throw new TypeError(`Invalid address: ${name} must not be empty`);
-  if (INVALID_HOST_CHARS.test(host)) {
-    throw new TypeError(
-      `Invalid address: ${name} ${JSON.stringify(hostname)} is not a host name or IP address`,
-    );
-  }
-  if (host.includes(":") && !/^[0-9a-fA-F:.]+(%[\w.-]+)?$/.test(host)) {
-    throw new TypeError(
-      `Invalid address: ${name} ${JSON.stringify(hostname)} is not a valid IPv6 address`,
-    );
-  }
-  return host.toLowerCase();
+  return items as readonly string[];
 }
 
 function normalisePort(port: unknown): number {
@@ -424,21 +493,14 @@ function normalisePort(port: unknown): number {
   } else if (typeof port === "string" && /^[0-9]+$/.test(port)) {
     value = Number(port);
   } else if (typeof port === "string") {
-    throw new TypeError(`Invalid address: port ${JSON.stringify(port)} is not a decimal number`);
+    throw new TypeError(`Invalid address: port ${quote(port)} is not a decimal number`);
   } else {
-    throw new TypeError(`Invalid address: port must be a number, got ${describe(port)}`);
+    throw new TypeError(`Invalid address: port must be a number, got ${show(port)}`);
   }
   if (!Number.isInteger(value) || value < 1 || value > 65535) {
     throw new RangeError(
-      `Invalid address: port must be an integer from 1 to 65535, got ${String(port)}`,
+      `Invalid address: port must be an integer from 1 to 65535, got ${show(port)}`,
     );
   }
   return value;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "string") return JSON.stringify(value);
-  if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${value}`;
-  return typeof value;
 }

@@ -75,19 +75,30 @@ export interface ClosedEvent {
   /** The connection's id. */
   id: number;
   /** Why it was closed. */
-  reason:
-    | "broken"
-    | "dropped"
-    | "released"
-    | "expired"
-    | "validation-failed"
-    | "max-uses"
-    | "drained"
-    | "pool-closed"
-    | "setup-failed";
+  reason: CloseReason;
   /** For `expired`: which limit. */
-  detail: "idle-timeout" | "max-lifetime" | "max-idle" | undefined;
+  detail: ExpireEvent["reason"] | undefined;
 }
+
+/**
+ * Why a connection was closed; each has its own counter in `stats().totals`.
+ *
+ * @example
+ * ```ts
+ * import type { CloseReason } from "@upstream/pool";
+ * const unhealthy: CloseReason[] = ["broken", "validation-failed"];
+ * ```
+ */
+export type CloseReason =
+  | "broken"
+  | "dropped"
+  | "released"
+  | "expired"
+  | "validation-failed"
+  | "max-uses"
+  | "drained"
+  | "pool-closed"
+  | "setup-failed";
 
 /**
  * `exchange` ran its function again on a new connection, because the

@@ -6,7 +6,7 @@
 // which connection is the scheduler's business (scheduler.ts).
 import type { ResolvedAddress } from "./address.ts";
 import type { Lease } from "./connection.ts";
-import type { PoolEvent } from "./events.ts";
+import type { CloseReason, ExpireEvent, PoolEvent } from "./events.ts";
 import { HostPool } from "./host_pool.ts";
 import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
@@ -15,20 +15,10 @@ import { PooledSocket, type SocketOwner } from "./pooled_socket.ts";
 import type { PoolTotals } from "./stats.ts";
 import type { TransportConnection } from "./transports/transport.ts";
 
-/** Why a connection was closed; each has its own counter in `stats().totals`. */
-export type CloseReason =
-  | "broken"
-  | "dropped"
-  | "released"
-  | "expired"
-  | "validation-failed"
-  | "max-uses"
-  | "drained"
-  | "pool-closed"
-  | "setup-failed";
+export type { CloseReason };
 
 /** The policy reasons behind an `expired` close. */
-export type ExpireReason = "idle-timeout" | "max-lifetime" | "max-idle";
+export type ExpireReason = ExpireEvent["reason"];
 
 const TOTAL_OF: Record<CloseReason, keyof PoolTotals> = {
   "broken": "broken",
@@ -184,7 +174,7 @@ export class Lifecycle {
     socket.idleTimeout = idleTimeout;
     host.idle.push(socket);
     this.idleLru.add(socket);
-    socket.watchIdle(Date.now());
+    socket.watchIdle();
     this.#expiry.schedule(host, socket);
   }
 

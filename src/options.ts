@@ -5,6 +5,8 @@
  * @module
  */
 import { type Address, resolveAddress } from "./address.ts";
+import { checkKnownKeys, PER_ADDRESS_KEYS } from "./_known_keys.ts";
+import { show } from "./_show.ts";
 import type { ConnectionState, UpstreamConnection } from "./connection.ts";
 import { type ConnectionHooks, resolveHooks } from "./_hook_options.ts";
 
@@ -236,15 +238,7 @@ const ADDRESS_DEFAULTS: AddressPolicy = {
 
 export type Kind = "count>=1" | "count>=0" | "ms" | "ms>=0";
 
-/** A value as an error message shows it: strings quoted, objects by kind. */
-export function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value);
-  if (value === null) return "null";
-  if (typeof value === "object" || typeof value === "function") {
-    return Array.isArray(value) ? "an array" : `${typeof value}`;
-  }
-  return String(value);
-}
+export { show }; // kept here for the modules that import it from options.ts
 
 const ADDRESS_FIELDS: Record<Exclude<keyof AddressPolicy, keyof ConnectionHooks>, Kind> = {
   maxPerHost: "count>=1",
@@ -260,7 +254,7 @@ export function checkNumber(option: string, value: unknown, kind: Kind): number 
   if (typeof value !== "number") {
     throw new TypeError(`Invalid pool option ${option}: expected a number, got ${show(value)}`);
   }
-  const count = kind !== "ms";
+  const count = kind === "count>=1" || kind === "count>=0";
   const min = kind === "count>=1" ? 1 : 0;
   if (
     Number.isNaN(value) || value < min ||
@@ -272,18 +266,21 @@ export function checkNumber(option: string, value: unknown, kind: Kind): number 
       : kind === "ms"
       ? "a positive number of milliseconds, or Infinity"
       : "a number of milliseconds >= 0, or Infinity";
-    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${value}`);
+    throw new RangeError(`Invalid pool option ${option}: expected ${expected}, got ${show(value)}`);
   }
   return value;
 }
 
+/** Options as read once from the caller's object: own properties only, values unchecked. */
+export type Snapshot<T> = { [K in keyof T]?: unknown };
+
 function resolveAddressPolicy(
-  // deno-lint-ignore no-explicit-any
-  options: AddressPolicyOptions<any>,
+  // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
+  options: Snapshot<AddressPolicyOptions<any>>,
   base: AddressPolicy,
   prefix: string,
 ): AddressPolicy {
-  const policy = { ...base, ...resolveHooks(options, base, prefix) };
+  const policy = { ...base, ...resolveHooks(options as Partial<ConnectionHooks>, base, prefix) };
   for (const field of Object.keys(ADDRESS_FIELDS) as Array<keyof typeof ADDRESS_FIELDS>) {
     const value = options[field];
     if (value !== undefined) {
@@ -303,13 +300,15 @@ function resolveAddressPolicy(
 }
 
 /**
- * Checks the policy options and fills in the defaults.
+ * Checks the policy options and fills in the defaults. `options` is a
+ * snapshot of the caller's object (see `checkKnownKeys`), whose names are
+ * already known to be options.
  *
  * @throws {TypeError} If an option has the wrong type.
  * @throws {RangeError} If an option is out of range.
  */
 // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
-export function resolvePolicy(options: PoolPolicyOptions<any>): PoolPolicy {
+export function resolvePolicy(options: Snapshot<PoolPolicyOptions<any>>): PoolPolicy {
   const defaults = resolveAddressPolicy(options, ADDRESS_DEFAULTS, "");
   const order = options.order ?? "lifo";
   if (order !== "lifo" && order !== "fifo") {
@@ -318,23 +317,17 @@ export function resolvePolicy(options: PoolPolicyOptions<any>): PoolPolicy {
     );
   }
   const perAddress = new Map<string, AddressPolicy>();
-  const overrides = options.perAddress ?? [];
-  if (!Array.isArray(overrides)) {
+  const given = options.perAddress ?? [];
+  if (!Array.isArray(given)) {
     throw new TypeError(
-      `Invalid pool option perAddress: expected an array of { address, ... }, got ${
-        show(overrides)
-      }`,
+      `Invalid pool option perAddress: expected an array of { address, ... }, got ${show(given)}`,
     );
   }
-  for (const [i, override] of overrides.entries()) {
-    if (override === null || typeof override !== "object") {
-      throw new TypeError(
-        `Invalid pool option perAddress[${i}]: expected an object, got ${show(override)}`,
-      );
-    }
+  for (const [i, entry] of [...given].entries()) {
+    const override = checkKnownKeys(entry, PER_ADDRESS_KEYS, `pool option perAddress[${i}]`);
     let key: string;
     try {
-      key = resolveAddress(override.address).key;
+      key = resolveAddress(override.address as Address).key;
     } catch (error) {
       const ErrorType = error instanceof RangeError ? RangeError : TypeError;
       throw new ErrorType(

@@ -24,6 +24,7 @@ import { Scheduler } from "./scheduler.ts";
 import { countsOf } from "./stats.ts";
 import type { PoolStats } from "./stats.ts";
 import type { Transport } from "./transports/transport.ts";
+import { longTimeout } from "./_timers.ts";
 import {
   checkBorrowed,
   checkCloseTimeout,
@@ -173,10 +174,10 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
    * @throws {RangeError} If an option is out of range; the message names it.
    */
   constructor(options: ConnectionPoolOptions<State> = {}) {
-    const { transport, onEvent } = checkPoolHooks(options);
+    const { transport, onEvent, policy } = checkPoolHooks(options);
     this.#connector = new Connector(transport);
     this.#onEvent = onEvent;
-    this.#policy = resolvePolicy(options);
+    this.#policy = resolvePolicy(policy);
     this.#observer = {
       observes: (type) => onEvent !== undefined || diagnostics.subscribed(type),
       emit: (event) => this.#emit(event),
@@ -528,7 +529,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     await this.#connector.allSettled();
     if (timeout === undefined || this.#life.size === 0) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = longTimeout(() => {
         this.#allReturned = undefined;
         resolve();
       }, timeout);

@@ -59,8 +59,16 @@ export class PooledSocket {
   epoch = 0;
   /** When the socket is to be closed for age (maxLifetime with jitter), or Infinity. */
   expiresAt = Infinity;
-  /** When it last became idle (Date.now()). */
+  /**
+   * When its current idle period began (Date.now()): its last activity, a
+   * byte received or a write completed, not the `retain` after it. The
+   * upstream's keep-alive timer starts at its last reply, so the time a
+   * borrower spends between reading a reply and retaining (a busy event
+   * loop, say) must not stretch the pool's idle deadline past the server's.
+   */
   idleSince = 0;
+  /** When a byte was last received or a write completed (Date.now()). */
+  lastActiveAt: number;
   /** How long this idle period may last, in ms (the policy's, or what retain asked). */
   idleTimeout = Infinity;
   /** When it last became idle, in the pool's order of arrivals and returns. */
@@ -91,7 +99,7 @@ export class PooledSocket {
     this.address = address;
     this.transport = transport;
     this.#owner = owner;
-    this.createdAt = Date.now();
+    this.lastActiveAt = this.createdAt = Date.now();
   }
 
   /** True while bytes, EOF or an error wait in the socket unread. */
@@ -115,10 +123,10 @@ export class PooledSocket {
   }
 
   /** Starts the idle watch: a read whose every outcome means "broken". */
-  watchIdle(now: number): void {
+  watchIdle(): void {
     this.phase = "idle";
     this.holder = undefined;
-    this.idleSince = now;
+    this.idleSince = this.lastActiveAt;
     this.transport.unref();
     this.#ensureReading();
   }
@@ -240,6 +248,7 @@ export class PooledSocket {
   // Bound once per socket: no closures are allocated per write or read.
   #wrote = (): void => {
     this.#writes--;
+    this.lastActiveAt = Date.now();
   };
 
   #writeFailed = (cause: unknown): never => {
@@ -293,7 +302,10 @@ export class PooledSocket {
       this.#owner.onIdleBreak(this, reason);
       return;
     }
-    if ("chunk" in outcome) this.received += outcome.chunk.length;
+    if ("chunk" in outcome) {
+      this.received += outcome.chunk.length;
+      this.lastActiveAt = Date.now();
+    }
     const reader = this.#reader;
     if (reader === null) {
       this.#unread.push(outcome);

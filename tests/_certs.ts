@@ -40,7 +40,7 @@ function mint(): TestCertificates {
     } catch (error) {
       const detail = (error as { stderr?: Uint8Array }).stderr;
       throw new Error(
-        `openssl ${args[0]} failed (is openssl installed? .ci/run installs it): ${
+        `openssl ${args[0]} failed (is openssl installed? npm test installs it where it can): ${
           detail === undefined ? String(error) : new TextDecoder().decode(detail)
         }`,
       );

@@ -21,15 +21,16 @@ export function runFixture(name: string, args: string[], timeoutMs = 5000): Prom
 }
 
 /**
- * Runs a script given by its path from `tests/` without extension (`.ts`, or
- * `.js` in the Node build), under the runtime running the suite.
+ * Runs a script given by its path from `tests/` without extension, under the
+ * runtime running the suite: the `.ts` source, or the `.js` build where this
+ * file was compiled (Node runs the sources too where it strips types).
  */
 export function runScript(
   relative: string,
   args: string[],
   timeoutMs = 5000,
 ): Promise<FixtureResult> {
-  const ext = runtime === "node" ? ".js" : ".ts";
+  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
   const file = fileURLToPath(new URL(`${relative}${ext}`, import.meta.url));
   const argv = runtime === "deno"
     ? ["run", "--allow-all", file, ...args]

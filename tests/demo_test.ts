@@ -13,7 +13,13 @@ test("the demo runs against its embedded upstream with no failed request", {
   const result = await runScript("../examples/demo", [], 60_000);
   assert.equal(result.killed, false, "the demo did not finish within 60 s");
   assert.equal(result.code, 0, result.stdout + result.stderr);
-  assert.match(result.stdout, /2000 sequential requests\s+1 opened, 1999 reused/);
+  // One connection serves them all; a loaded machine can stall the demo past
+  // the upstream's idle timeout, and exchange() then opens another.
+  const sequential = /2000 sequential requests\s+(\d+) opened, (\d+) reused/.exec(result.stdout);
+  assert.ok(sequential, result.stdout);
+  assert.ok(Number(sequential[1]) <= 3, `${sequential[1]} connections opened`);
+  const handedOut = Number(sequential[1]) + Number(sequential[2]); // a replay is one more
+  assert.ok(handedOut >= 2000 && handedOut <= 2003, `${handedOut} hand-outs`);
   assert.match(result.stdout, /idle after \d+ ms\s+0 \(16 closes noticed while idle/);
   assert.match(result.stdout, /failed requests, whole demo\s+0\n/);
   assert.match(result.stdout, /pool speed-up\s+[\d.]+x/);

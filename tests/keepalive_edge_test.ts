@@ -95,6 +95,18 @@ describe("idle deadlines", () => {
     assert.equal(pool.retain(lease.connection), true);
   });
 
+  test("the idle clock starts at the last byte received, not at retain", async () => {
+    const { pool } = setup({ idleTimeout: 60_000 });
+    const { connection } = await pool.acquire(A);
+    assert.equal(await ask(connection, "x"), "0:x");
+    await delay(60); // a busy borrower: the server's keep-alive timer runs meanwhile
+    assert.equal(pool.retain(connection, { idleTimeout: 80 }), true);
+    await delay(40); // 100 ms since the reply, 40 ms since retain
+    const next = await pool.acquire(A);
+    assert.equal(next.created, true, "the connection idle 100 ms > 80 ms was not handed out");
+    assert.equal(pool.stats().totals.expired, 1);
+  });
+
   test("acquire says how long the connection was idle", async () => {
     const { pool } = setup();
     const first = await pool.acquire(A);

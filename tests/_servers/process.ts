@@ -31,25 +31,79 @@ export function serverDir(name: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `upstream-pool-${name}-`));
 }
 
+/** A program the real-server tests run, and the Debian package that has it. */
+export interface ServerProgram {
+  program: string;
+  debianPackage: string;
+}
+
 /**
- * The absolute path of a server program, or an error that says how to get
- * it: CI installs it (`.ci/run`), so a missing one fails, never skips.
+ * The servers the real-server tests start. scripts/install_servers.mjs, which
+ * `npm test` runs first, installs the same list (tests/install_servers_test.ts
+ * checks that they agree).
  */
-export function findProgram(program: string, debianPackage: string): string {
-  const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/bin", "/sbin"];
+export const SERVER_PROGRAMS: readonly ServerProgram[] = [
+  { program: "nginx", debianPackage: "nginx" },
+  { program: "redis-server", debianPackage: "redis-server" },
+  { program: "memcached", debianPackage: "memcached" },
+];
+
+/** Programs that UPSTREAM_POOL_HIDE_PROGRAMS names look missing (to try the missing path). */
+function isHidden(program: string): boolean {
+  return (process.env.UPSTREAM_POOL_HIDE_PROGRAMS ?? "").split(",").some((name) =>
+    name.trim() === program
+  );
+}
+
+/** The absolute path of an executable program, or undefined. */
+function locateProgram(program: string): string | undefined {
+  if (isHidden(program)) return undefined;
+  const dirs = [
+    ...(process.env.PATH ?? "").split(":"),
+    ...["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"],
+  ];
   for (const dir of dirs) {
+    if (!dir) continue;
     const candidate = path.join(dir, program);
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
+      if (fs.statSync(candidate).isFile()) return candidate;
     } catch {
       // Not here.
     }
   }
-  throw new Error(
-    `${program} is not installed: run \`bash .ci/run\` (it installs the test servers) or ` +
-      `\`apt-get install --no-install-recommends ${debianPackage}\``,
-  );
+  return undefined;
+}
+
+/** How to install `missing`, for messages. */
+function howToInstall(missing: readonly ServerProgram[]): string {
+  const packages = missing.map((entry) => entry.debianPackage).join(" ");
+  return `\`npm test\` installs them when run as root where apt-get is, or run ` +
+    `\`apt-get install --no-install-recommends ${packages}\` (as root)`;
+}
+
+/**
+ * The absolute path of a server program, or an error that says how to get
+ * it (under CI a missing program fails the tests, never skips them).
+ */
+export function findProgram(program: string, debianPackage: string): string {
+  const found = locateProgram(program);
+  if (found !== undefined) return found;
+  throw new Error(`${program} is not installed: ${howToInstall([{ program, debianPackage }])}`);
+}
+
+/**
+ * Why the real-server tests cannot run here: the programs that are missing
+ * and how to install them; or undefined when all are present. Under
+ * `CI=true` always undefined, so that a missing server fails the tests.
+ */
+export function realServersSkipReason(
+  programs: readonly ServerProgram[] = SERVER_PROGRAMS,
+): string | undefined {
+  const missing = programs.filter((entry) => locateProgram(entry.program) === undefined);
+  if (missing.length === 0 || /^(true|1)$/i.test(process.env.CI ?? "")) return undefined;
+  const names = missing.map((entry) => entry.program).join(", ");
+  return `SKIPPED: ${names} not installed: ${howToInstall(missing)}`;
 }
 
 /** What a program prints about its version (stdout and stderr, first line). */

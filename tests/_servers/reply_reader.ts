@@ -39,10 +39,10 @@ export class ReplyReader {
   received = 0;
   /** The request bytes, once sent (the handout probe knows them by identity). */
   sent: Uint8Array | undefined;
-  #connection: UpstreamConnection;
+  #connection: UpstreamConnection<unknown>;
   #buffer: Uint8Array = new Uint8Array(0);
 
-  constructor(connection: UpstreamConnection) {
+  constructor(connection: UpstreamConnection<unknown>) {
     this.#connection = connection;
   }
 
