@@ -3,13 +3,11 @@ import assert from "node:assert/strict";
 import type * as net from "node:net";
 import { describeTransportContract, NETWORKS } from "./_transport_contract.ts";
 import { denoTransport } from "../src/transports/deno.ts";
-import { connReadOnly } from "../src/transports/_deno_api.ts";
-import type { Transport, TransportConnection } from "../src/transports/transport.ts";
+import type { TransportConnection } from "../src/transports/transport.ts";
 import { resolveAddress } from "../src/address.ts";
 import { runtime } from "./_runtime.ts";
 import { pattern } from "./_bytes.ts";
 import { TestUpstream } from "./_upstream.ts";
-import { testCertificates } from "./_certs.ts";
 import { deadline, delay } from "./_async.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -54,28 +52,6 @@ for (const network of NETWORKS) {
   });
 }
 
-// TCP and Unix sockets go through node:net on Deno 2.8 and later; this is
-// the conn.read() path that older ones use (and TLS on every version).
-// connect() picks its path before it first awaits.
-const connReadTransport: Transport = {
-  name: "deno",
-  connect(address, options) {
-    connReadOnly.forced = true;
-    try {
-      return denoTransport.connect(address, options);
-    } finally {
-      connReadOnly.forced = false;
-    }
-  },
-  settle: () => denoTransport.settle(),
-};
-
-describeTransportContract("deno, conn.read() as before Deno 2.8,", () => connReadTransport, {
-  skip: runtime !== "deno",
-  fixtureName: "deno",
-  network: "tcp",
-});
-
 function allEnded(sockets: net.Socket[]): Promise<void> {
   return Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.end(resolve))))
     .then(() => {});
@@ -94,19 +70,12 @@ describe("deno transport", { skip: runtime !== "deno" }, () => {
 
   test("a DNS failure keeps Deno's error and gains code ENOTFOUND", async () => {
     const address = resolveAddress({ hostname: "no-such-host.invalid", port: 80 });
-    // node:net's error has the code already; Deno.connect's gains it.
-    const cases: Array<[Transport, RegExp]> = [
-      [denoTransport, /ENOTFOUND no-such-host\.invalid/],
-      [connReadTransport, /failed to lookup address information/],
-    ];
-    for (const [transport, message] of cases) {
-      await assert.rejects(transport.connect(address, {}), (error: Error & { code?: string }) => {
-        assert.ok(error instanceof Error);
-        assert.match(error.message, message);
-        assert.equal(error.code, "ENOTFOUND");
-        return true;
-      });
-    }
+    await assert.rejects(denoTransport.connect(address, {}), (error: Error & { code?: string }) => {
+      assert.ok(error instanceof Error);
+      assert.match(error.message, /failed to lookup address information/);
+      assert.equal(error.code, "ENOTFOUND");
+      return true;
+    });
   });
 
   test("write() finishes a write that the kernel takes in parts", async () => {
@@ -187,56 +156,32 @@ describe("deno transport", { skip: runtime !== "deno" }, () => {
     server.destroy();
   });
 
-  // conn.read() results: at most 128 per turn of Deno's event loop (tokio's
-  // budget), so a single ping would overtake EOFs still waiting behind it.
-  // node:net sockets are read in one pass whatever their number. With both
-  // kinds open, settle() must still wait for the conn.read() ones.
-  // (On Deno 2.9.6 one ping left none of 600 conn.read() EOFs behind, but
-  // 85-341 of 2,000.)
-  const eofCases = [
-    { path: "node:net", count: 2000, connReadOnly: false, nodeNetToo: false },
-    { path: "conn.read()", count: 2000, connReadOnly: true, nodeNetToo: false },
-    {
-      path: "conn.read(), a node:net connection open too",
-      count: 2000,
-      connReadOnly: true,
-      nodeNetToo: true,
-    },
-  ];
-  for (const each of eofCases) {
-    const { count } = each;
-    test(`settle() delivers the EOFs of ${count} idle connections ended at once (${each.path})`, async () => {
-      const open = (): Promise<TransportConnection> =>
-        (each.connReadOnly ? connReadTransport : denoTransport).connect(
-          resolveAddress(silent.address),
-          {},
-        );
-      const keeper = each.nodeNetToo ? await connect() : undefined;
-      const keeperPeer = keeper === undefined ? undefined : await silent.nextConnection();
-      const sockets: TransportConnection[] = [];
-      const servers: net.Socket[] = [];
-      for (let i = 0; i < count; i += 100) {
-        sockets.push(...await Promise.all(Array.from({ length: 100 }, open)));
-        for (let j = 0; j < 100; j++) servers.push(await silent.nextConnection());
-      }
-      let delivered = 0;
-      for (const socket of sockets) {
-        socket.unref(); // idle, as the pool leaves it
-        socket.read().then(async () => {
-          await null; // a pool adds a few steps before it notices
-          delivered++;
-        }, () => delivered++);
-      }
-      await delay(5);
-      assert.equal(delivered, 0);
-      await allEnded(servers);
-      await denoTransport.settle();
-      assert.equal(count - delivered, 0, `settle() left ${count - delivered} EOFs undelivered`);
-      for (const socket of sockets) socket.close();
-      keeper?.close();
-      keeperPeer?.destroy();
-    });
-  }
+  // Deno completes at most 128 I/O operations per turn of its event loop;
+  // a single ping would overtake the EOFs still waiting behind that budget.
+  // (On Deno 2.9.6 one ping left none of 600 EOFs behind, but 85-341 of 2,000.)
+  test("settle() delivers the EOFs of 2000 idle connections ended at once", async () => {
+    const count = 2000;
+    const sockets: TransportConnection[] = [];
+    const servers: net.Socket[] = [];
+    for (let i = 0; i < count; i += 100) {
+      sockets.push(...await Promise.all(Array.from({ length: 100 }, connect)));
+      for (let j = 0; j < 100; j++) servers.push(await silent.nextConnection());
+    }
+    let delivered = 0;
+    for (const socket of sockets) {
+      socket.unref(); // idle, as the pool leaves it
+      socket.read().then(async () => {
+        await null; // a pool adds a few steps before it notices
+        delivered++;
+      }, () => delivered++);
+    }
+    await delay(5);
+    assert.equal(delivered, 0);
+    await allEnded(servers);
+    await denoTransport.settle();
+    assert.equal(count - delivered, 0, `settle() left ${count - delivered} EOFs undelivered`);
+    for (const socket of sockets) socket.close();
+  });
 });
 
 // A Deno.listen server's write and closeWrite on a Unix socket reach the
@@ -253,68 +198,26 @@ interface DenoServerApi {
   };
 }
 
-interface DenoTlsPeer extends DenoPeer {
-  handshake(): Promise<unknown>;
-}
-
-interface DenoTlsServerApi {
-  listenTls(options: { hostname: string; port: number; cert: string; key: string }): {
-    readonly addr: { port: number };
-    accept(): Promise<DenoTlsPeer>;
-    close(): void;
-  };
-}
-
 interface DenoPeer {
   write(p: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;
 }
 
-/** Where the idle connection of countSameTurnMisses() goes, and what else is open. */
-type SameTurnCase = "plain" | "plain, TLS open too";
-
-async function countSameTurnMisses(
-  what: "bytes" | "a FIN",
-  rounds: number,
-  kind: SameTurnCase,
-): Promise<number> {
-  const deno = (globalThis as unknown as { Deno: DenoServerApi & DenoTlsServerApi }).Deno;
+async function countSameTurnMisses(what: "bytes" | "a FIN", rounds: number): Promise<number> {
   const directory = await mkdtemp(path.join(os.tmpdir(), "upstream-pool-"));
   const socketPath = path.join(directory, "upstream.sock");
-  const plain = deno.listen({ transport: "unix", path: socketPath });
-  const { ca, server } = testCertificates();
-  const secure = deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert: server.cert,
-    key: server.key,
-  });
-  const plainAddress = resolveAddress({ path: socketPath });
-  const tlsAddress = resolveAddress({
-    hostname: "127.0.0.1",
-    port: secure.addr.port,
-    tls: { caCerts: [ca], serverName: "localhost" },
-  });
-  const accept = (tls: boolean): Promise<[TransportConnection, DenoPeer]> =>
-    tls
-      ? Promise.all([
-        denoTransport.connect(tlsAddress, {}),
-        secure.accept().then(async (peer) => {
-          await peer.handshake();
-          return peer;
-        }),
-      ])
-      : Promise.all([denoTransport.connect(plainAddress, {}), plain.accept()]);
+  const listener = (globalThis as unknown as { Deno: DenoServerApi }).Deno
+    .listen({ transport: "unix", path: socketPath });
+  const address = resolveAddress({ path: socketPath });
+  const accept = () => Promise.all([denoTransport.connect(address, {}), listener.accept()]);
   // Open throughout, as in a pool: the last connection to close takes
   // settle()'s socket pair with it, and each round would open a new one.
-  const keepers = await Promise.all(
-    kind === "plain" ? [accept(false)] : [accept(false), accept(true)],
-  );
+  const [keeper, keeperPeer] = await accept();
   let missed = 0;
   try {
     for (let i = 0; i < rounds; i++) {
-      const [socket, peer] = await accept(false);
+      const [socket, peer] = await accept();
       socket.unref();
       let delivered = false;
       socket.read().then(async () => {
@@ -335,12 +238,9 @@ async function countSameTurnMisses(
       peer.close();
     }
   } finally {
-    for (const [socket, peer] of keepers) {
-      socket.close();
-      peer.close();
-    }
-    plain.close();
-    secure.close();
+    keeper.close();
+    keeperPeer.close();
+    listener.close();
     await rm(directory, { recursive: true, force: true });
   }
   return missed;
@@ -350,14 +250,11 @@ describe("deno transport: settle() and what arrives with its ping", {
   skip: runtime !== "deno",
 }, () => {
   const rounds = 300;
-  const kinds: SameTurnCase[] = ["plain", "plain, TLS open too"];
-  for (const kind of kinds) {
-    for (const what of ["bytes", "a FIN"] as const) {
-      test(`${what} sent just before settle() are seen (${kind}, ${rounds} times)`, async () => {
-        const missed = await countSameTurnMisses(what, rounds, kind);
-        assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of ${rounds}`);
-      });
-    }
+  for (const what of ["bytes", "a FIN"] as const) {
+    test(`${what} sent just before settle() are seen (${rounds} times)`, async () => {
+      const missed = await countSameTurnMisses(what, rounds);
+      assert.equal(missed, 0, `settle() missed ${what} ${missed} times out of ${rounds}`);
+    });
   }
 });
 

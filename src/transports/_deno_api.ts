@@ -51,7 +51,6 @@ export interface DenoRuntime {
     querySync?(descriptor: { name: "net"; host?: string }): { state: string };
   };
   readonly build?: { readonly os?: string };
-  readonly version?: { readonly deno?: string };
 }
 
 export function deno(): DenoRuntime {
@@ -63,24 +62,6 @@ export function deno(): DenoRuntime {
   }
   return runtime;
 }
-
-/**
- * Whether this Deno's `node:net` is native: since Deno 2.8 its sockets are
- * libuv-style handles polled by the event loop itself, read straight into a
- * buffer we give them, with no promise per read. Before that, `node:net` was
- * written in JavaScript over the same `conn.read()` this transport uses.
- */
-export function hasNativeNodeNet(runtime: DenoRuntime): boolean {
-  if (connReadOnly.forced) return false;
-  const [major = 0, minor = 0] = (runtime.version?.deno ?? "").split(".").map(Number);
-  return major > 2 || (major === 2 && minor >= 8);
-}
-
-/**
- * Tests set `forced` to make TCP and Unix-socket connections use
- * `Deno.connect` as on Deno before 2.8, so that path runs on this Deno too.
- */
-export const connReadOnly: { forced: boolean } = { forced: false };
 
 /** Closes a Deno connection that may already be closed. */
 export function closeQuietly(conn: DenoConn): void {

@@ -1,13 +1,10 @@
 /**
- * The Deno transport: TCP and Unix-socket connections through Deno's own
- * `node:net` (native since Deno 2.8; `Deno.connect` on older versions), and
- * TLS through `Deno.connect` and `Deno.startTls`.
+ * The Deno transport: TCP and Unix-socket connections through `Deno.connect`.
  *
- * `Deno.connect` connections are read and written with `conn.read()`/
- * `conn.write()`, not `conn.readable`/`conn.writable`: the readable closes
- * the whole resource at EOF, which would make half-close impossible. `Deno`
- * is looked up at the first call and `node:net` is imported at the first
- * connect, so loading this module has no side effects on any runtime.
+ * Reads and writes use `conn.read()`/`conn.write()`, not `conn.readable`/
+ * `conn.writable`: the readable closes the whole resource at EOF, which
+ * would make half-close impossible. `Deno` is looked up at the first call,
+ * so loading this module has no side effects on any runtime.
  *
  * @example Use Deno's sockets explicitly
  * ```ts
@@ -26,32 +23,29 @@ import type {
   TransportConnection,
   TransportConnectOptions,
 } from "./transport.ts";
-import {
-  closeQuietly,
-  deno,
-  type DenoConn,
-  type DenoTcpConn,
-  hasNativeNodeNet,
-} from "./_deno_api.ts";
+import { closeQuietly, deno, type DenoConn, type DenoTcpConn } from "./_deno_api.ts";
 import { ReactorTurn } from "./_deno_reactor_turn.ts";
-import { connectThroughNodeNet } from "./_deno_net.ts";
-import { NetTurn } from "./_deno_net_turn.ts";
 import { tlsHandshakeError, tlsUnsupportedError } from "./_tls.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
 
-// Reads go into a per-connection buffer and are copied out with slice(0, n),
-// so a tiny chunk never pins a big buffer. The buffer starts small because an
-// idle connection holds it for as long as its read is pending; it grows 4x
-// when a read fills it and shrinks when reads come back far smaller. On
-// loopback this adaptive buffer gave 730-900 MiB/s for a 64 MiB echo, against
-// 400-525 for a fixed 4 KiB, 600-790 for 16 KiB and 500-810 for a fresh
-// 64 KiB buffer per read; small round trips cost the same with all of them.
+// Reads are copied out of the buffer they went into (slice), so a tiny chunk
+// never pins a big buffer. A read that follows a short one (the peer paused:
+// a reply ended, or the connection is about to sit idle) goes into a small
+// buffer of the connection's own, so the read an idle connection keeps
+// pending holds 512 bytes, not kilobytes. A read that fills its buffer is
+// followed by one into the big buffer, which starts at 4 KiB, grows 4x while
+// reads fill it and shrinks when they come back far smaller; an idle
+// connection lets go of it. On loopback such an adaptive big buffer gave
+// 730-900 MiB/s for a 64 MiB echo, against 400-525 for a fixed 4 KiB,
+// 600-790 for 16 KiB and 500-810 for a fresh 64 KiB buffer per read.
+const SMALL_READ_BUFFER = 512;
 const MIN_READ_BUFFER = 4 * 1024;
 const MAX_READ_BUFFER = 64 * 1024;
 
 const RESOLVED: Promise<void> = Promise.resolve();
+const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
 
 // Connections opened and not yet closed (settle() has nothing to do without
 // any), and completed reads of unref'd (idle) ones, which settle() watches.
@@ -64,7 +58,12 @@ function closedError(what: string): Error {
 /** One `Deno.TcpConn` or `Deno.UnixConn` behind the pull-based connection interface. */
 class DenoConnection implements TransportConnection {
   readonly #conn: DenoConn;
-  #buffer = new Uint8Array(MIN_READ_BUFFER);
+  readonly #small = new Uint8Array(SMALL_READ_BUFFER);
+  #big: Uint8Array | undefined;
+  /** The last read filled its buffer: the next one goes into the big buffer. */
+  #nextBig = false;
+  /** The buffer of the read in progress. */
+  #reading: Uint8Array = this.#small;
   #closed = false;
   #refed = true;
   readonly tls: TlsInfo | undefined;
@@ -74,29 +73,37 @@ class DenoConnection implements TransportConnection {
     this.tls = tls;
   }
 
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    let buffer = this.#buffer;
-    let n: number | null;
-    try {
-      n = await this.#conn.read(buffer);
-    } catch (error) {
-      if (!this.#refed) activity.idleReadsDone++;
-      // close() interrupts a pending read; report that as the end.
-      if (this.#closed) return null;
-      throw error;
-    }
+  // No async function of our own: one promise per read fewer.
+  read(): Promise<Uint8Array | null> {
+    if (this.#closed) return RESOLVED_NULL;
+    const buffer = this.#nextBig ? (this.#big ??= new Uint8Array(MIN_READ_BUFFER)) : this.#small;
+    this.#reading = buffer;
+    return this.#conn.read(buffer).then(this.#onRead, this.#onReadFailed);
+  }
+
+  // Bound once per connection, not per read.
+  #onRead = (n: number | null): Uint8Array | null => {
     if (!this.#refed) activity.idleReadsDone++;
     if (n === null) return null;
+    const buffer = this.#reading;
     const chunk = buffer.slice(0, n);
-    if (n === buffer.length && buffer.length < MAX_READ_BUFFER) {
-      buffer = new Uint8Array(buffer.length * 4);
-    } else if (n <= buffer.length >> 4 && buffer.length > MIN_READ_BUFFER) {
-      buffer = new Uint8Array(buffer.length >> 2);
+    this.#nextBig = n === buffer.length;
+    if (buffer !== this.#small) {
+      if (n === buffer.length && buffer.length < MAX_READ_BUFFER) {
+        this.#big = new Uint8Array(buffer.length * 4);
+      } else if (n <= buffer.length >> 4 && buffer.length > MIN_READ_BUFFER) {
+        this.#big = new Uint8Array(buffer.length >> 2);
+      }
     }
-    this.#buffer = buffer;
     return chunk;
-  }
+  };
+
+  #onReadFailed = (error: unknown): null => {
+    if (!this.#refed) activity.idleReadsDone++;
+    // close() interrupts a pending read; report that as the end.
+    if (this.#closed) return null;
+    throw error;
+  };
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.#closed) throw closedError("write");
@@ -132,6 +139,9 @@ class DenoConnection implements TransportConnection {
 
   unref(): void {
     this.#refed = false;
+    // Idle: the next burst starts with a small buffer again (a read in
+    // progress keeps its own).
+    this.#big = undefined;
     if (!this.#closed) this.#conn.unref();
   }
 }
@@ -154,27 +164,12 @@ function connectionClosed(): void {
   if (activity.openConnections === 0) reactorTurn.close();
 }
 
-// Connections made through node:net (_deno_net.ts), and their settle turn.
-const netActivity = { openConnections: 0 };
-const netTurn = new NetTurn(() => netActivity.openConnections > 0);
-
-function netConnectionClosed(): void {
-  netActivity.openConnections--;
-  if (netActivity.openConnections === 0) netTurn.close();
-}
-
 async function connect(
   address: ResolvedAddress,
   options: TransportConnectOptions,
 ): Promise<TransportConnection> {
-  const runtime = deno();
   const { signal } = options;
   signal?.throwIfAborted();
-  if ((address.kind === "unix" || address.tls === undefined) && hasNativeNodeNet(runtime)) {
-    const connection = await connectThroughNodeNet(address, options, netConnectionClosed);
-    netActivity.openConnections++;
-    return connection;
-  }
   if (address.kind === "tcp" && address.tls !== undefined) checkTlsSupport(address);
   let conn: DenoConn;
   try {
@@ -258,29 +253,25 @@ async function startTls(
 }
 
 /**
- * The transport for Deno: TCP connections with Nagle's algorithm turned
- * off, Unix-domain socket connections for `{ path }` addresses, and TLS.
- *
- * On Deno 2.8 and later, TCP and Unix sockets go through Deno's own
- * `node:net`, which is native there and cheaper per read than
- * `Deno.connect`; on older versions, and for TLS (`Deno.connect` and
- * `Deno.startTls`) on every version, through `conn.read()`/`conn.write()`.
+ * The transport for Deno: TCP connections through `Deno.connect`, with
+ * Nagle's algorithm turned off, and Unix-domain socket connections for
+ * `{ path }` addresses.
  *
  * Needs `--allow-net` for the upstreams, and for Unix sockets also
- * `--allow-read` and `--allow-write` for their paths.
- * {@linkcode Transport.settle} pings a socket pair of its own: over an
- * abstract Unix socket on Linux with a plain `--allow-net` (about 3 µs for
- * `node:net` connections, 5 µs for `conn.read()` ones, on a loaded 2-core
- * machine), over TCP when the program may only listen on `127.0.0.1` (any
- * port, as with `--allow-net=127.0.0.1,...`, or on other systems);
- * without that permission it falls back to timers and costs about 4 ms.
+ * `--allow-read` and `--allow-write` for their paths. {@linkcode Transport.settle} is
+ * one extra turn of Deno's event loop, which a ping over a socket pair of
+ * its own forces: about 4.5-5 µs on Linux with a plain `--allow-net` (an
+ * abstract Unix socket), about twice that when the program may only listen
+ * on `127.0.0.1` (any port, as with `--allow-net=127.0.0.1,...`, or on
+ * other systems: TCP); without that permission it falls back to timers
+ * and costs about 4 ms.
  *
- * Connect errors carry a `code`: `node:net`'s own (`ECONNREFUSED`,
- * `ENOTFOUND`, `ENOENT` for a missing socket path, ...), or, for
- * `Deno.connect`, Deno's error with `code: "ENOTFOUND"` (or `"EAI_AGAIN"`)
- * added for a failed DNS lookup. An aborted `signal` rejects with its
- * reason. `Deno.connect` cannot cancel a Unix-socket connect: there the
- * `signal` is checked once it completes (locally, at once).
+ * Connect errors are Deno's own; a failed DNS lookup gets
+ * `code: "ENOTFOUND"` (or `"EAI_AGAIN"`), a refused connect already has
+ * `code: "ECONNREFUSED"`, and an aborted `signal` rejects with its reason.
+ * A missing socket path rejects with `code: "ENOENT"`, a socket file with
+ * no listener with `"ECONNREFUSED"`. Deno cannot cancel a Unix-socket
+ * connect: the `signal` is checked once it completes (locally, at once).
  *
  * @example Talk to an upstream through the transport directly
  * ```ts ignore
@@ -298,25 +289,6 @@ export const denoTransport: Transport = {
   name: "deno",
   connect,
   settle(): Promise<void> {
-    if (netActivity.openConnections === 0) {
-      return activity.openConnections === 0 ? RESOLVED : reactorTurn.wait();
-    }
-    return activity.openConnections === 0 ? netTurn.wait() : bothTurns();
+    return activity.openConnections === 0 ? RESOLVED : reactorTurn.wait();
   },
 };
-
-// With both kinds of connection open, both turns: a node:net socket's FIN
-// is emitted from process.nextTick, which the conn.read() ping alone does
-// not wait for, and the node:net ping does not wait for conn.read() results
-// held back by tokio's budget. Callers that would share both turns share
-// the pair of them.
-let lastBoth: { reactor: Promise<void>; net: Promise<void>; both: Promise<void> } | undefined;
-
-function bothTurns(): Promise<void> {
-  const reactor = reactorTurn.wait();
-  const net = netTurn.wait();
-  if (lastBoth?.reactor === reactor && lastBoth.net === net) return lastBoth.both;
-  const both = Promise.all([reactor, net]).then(() => {});
-  lastBoth = { reactor, net, both };
-  return both;
-}
