@@ -37,6 +37,8 @@ export const TEST_PROGRAMS = [
   { program: "ip", debianPackage: "iproute2" },
   { program: "nft", debianPackage: "nftables" },
   { program: "sysctl", debianPackage: "procps" },
+  // The resource tests fill a listener's accept queue with Python's socket module.
+  { program: "python3", debianPackage: "python3" },
   // tests/http_proxy_test.ts drives the example proxy with it.
   { program: "wrk", debianPackage: "wrk" },
 ];

@@ -100,13 +100,14 @@ export function checkBorrowed<State>(
     throw new PoolError(
       "NOT_BORROWED",
       `Cannot ${verb}: this connection was not handed out by this pool`,
+      { operation: verb },
     );
   }
   if (!connection.active || connection.socket.phase !== "borrowed") {
     throw new PoolError(
       "NOT_BORROWED",
       `Cannot ${verb} the connection to "${connection.address.key}": it was already given back`,
-      { address: connection.address.key },
+      { address: connection.address.key, operation: verb },
     );
   }
   return connection;

@@ -9,6 +9,7 @@
 import type { TcpAddress, TlsOptions, UnixAddress } from "./address.ts";
 import type { AddressPolicyOptions, PerAddressOptions } from "./options.ts";
 import type { ExchangeOptions } from "./exchange.ts";
+import type { ReadOptions } from "./connection.ts";
 import type { AcquireOptions, CloseOptions, ConnectionPoolOptions, RetainOptions } from "./pool.ts";
 import { quote, show } from "./_show.ts";
 
@@ -85,6 +86,10 @@ export const PER_ADDRESS_KEYS: KnownKeys<PerAddressOptions> = knownKeys<PerAddre
 );
 
 export const ACQUIRE_OPTION_KEYS: KnownKeys<AcquireOptions> = knownKeys<AcquireOptions>({
+  signal: true,
+});
+
+export const READ_OPTION_KEYS: KnownKeys<ReadOptions> = knownKeys<ReadOptions>({
   signal: true,
 });
 

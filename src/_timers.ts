@@ -50,9 +50,12 @@ export function unrefTimeout(callback: () => void, ms: number): TimerHandle {
 export class KeepAlive {
   #handle: ReturnType<typeof setInterval> | undefined;
   #held = false;
+  #closed = false;
 
   hold(): void {
-    if (this.#held) return;
+    // Closed is final: acquires still settling after the pool closed must
+    // not start an interval that nothing would clear.
+    if (this.#held || this.#closed) return;
     this.#held = true;
     if (this.#handle === undefined) this.#handle = setInterval(() => {}, 1 << 30);
     else setRef(this.#handle, true);
@@ -68,6 +71,7 @@ export class KeepAlive {
     if (this.#handle !== undefined) clearInterval(this.#handle);
     this.#handle = undefined;
     this.#held = false;
+    this.#closed = true;
   }
 }
 

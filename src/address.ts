@@ -348,7 +348,7 @@ function resolveTls(
   const serverName = options.serverName === undefined
     ? withoutZone(hostname)
     : normaliseHost(options.serverName, "tls.serverName", false);
-  const verify = options.verify ?? true;
+  const verify = options.verify === undefined ? true : options.verify; // null is a mistake
   if (typeof verify !== "boolean") {
     throw new TypeError(`Invalid address: tls.verify must be a boolean, got ${show(verify)}`);
   }
@@ -469,21 +469,27 @@ function alpnProtocols(value: unknown): readonly string[] | undefined {
 
 function optionalStrings(value: unknown, name: string): readonly string[] | undefined {
   if (value === undefined) return undefined;
-  if (!Array.isArray(value) || value.length === 0) {
+  const length = Array.isArray(value) ? value.length : 0;
+  if (length === 0) {
     throw new TypeError(
       `Invalid address: ${name} must be a non-empty array of strings, got ${show(value)}`,
     );
   }
-  // One read of each item: the copy is what is checked and used.
-  const items = Object.freeze([...value]);
-  for (const item of items) {
+  // One read of the length and of each item, by index: the copy is what is
+  // used. Spreading would run the array's own iterator (which may never end)
+  // and copy every hole of a sparse array (2^32-1 of them: a fatal
+  // out-of-memory) before the first one is checked.
+  const items: string[] = [];
+  for (let i = 0; i < length; i++) {
+    const item: unknown = (value as unknown[])[i];
     if (typeof item !== "string" || item.trim() === "") {
       throw new TypeError(
         `Invalid address: ${name} must hold non-empty strings, got ${show(item)}`,
       );
     }
+    items.push(item);
   }
-  return items as readonly string[];
+  return Object.freeze(items);
 }
 
 function normalisePort(port: unknown): number {

@@ -5,6 +5,8 @@
  */
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
+import { checkKnownKeys, READ_OPTION_KEYS } from "./_known_keys.ts";
+import { show } from "./_show.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import type { TlsInfo } from "./transports/transport.ts";
 
@@ -119,8 +121,10 @@ export interface Acquired<State = ConnectionState> extends AsyncDisposable {
    */
   readonly created: boolean;
   /**
-   * How long the connection had been idle before this hand-out, in ms (0 for
-   * a connection on its first hand-out), as Go's `GotConnInfo.IdleTime`.
+   * How long the connection had been idle before this hand-out, in ms, since
+   * its last byte received or write completed (0 for one opened for this
+   * acquire; a `warm` or `add` connection reports how long it waited), as
+   * Go's `GotConnInfo.IdleTime`.
    */
   readonly idleMs: number;
   /** The borrowed connection. */
@@ -220,30 +224,33 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
   read(options?: ReadOptions): Promise<Uint8Array | null> {
     if (!this.active) return Promise.reject(this.#ended("read from"));
     if (options === undefined) return this.socket.read();
-    if (options === null || typeof options !== "object") {
-      return Promise.reject(new TypeError("Invalid read options: expected an object"));
+    // Checked as every options object is (a plain object, known keys, each
+    // read once), and any failure, a throwing getter's too, goes through the
+    // promise.
+    let signal: unknown;
+    try {
+      ({ signal } = checkKnownKeys(options, READ_OPTION_KEYS, "read options"));
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const { signal } = options;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      return Promise.reject(new TypeError("Invalid read option signal: expected an AbortSignal"));
+      return Promise.reject(
+        new TypeError(`Invalid read option signal: expected an AbortSignal, got ${show(signal)}`),
+      );
     }
     return this.socket.read(signal);
   }
 
   unread(chunk: Uint8Array): void {
-    if (!(chunk instanceof Uint8Array)) {
-      throw new TypeError(`Cannot unread: expected a Uint8Array, got ${typeof chunk}`);
-    }
+    const problem = bytesProblem(chunk);
+    if (problem !== undefined) throw new TypeError(`Cannot unread: ${problem}`);
     if (!this.active) throw this.#ended("unread to");
     this.socket.unread(chunk);
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (!(chunk instanceof Uint8Array)) {
-      return Promise.reject(
-        new TypeError(`Cannot write: expected a Uint8Array, got ${typeof chunk}`),
-      );
-    }
+    const problem = bytesProblem(chunk);
+    if (problem !== undefined) return Promise.reject(new TypeError(`Cannot write: ${problem}`));
     if (!this.active) return Promise.reject(this.#ended("write to"));
     return this.socket.write(chunk);
   }
@@ -274,10 +281,13 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
 
   #makeReadable(): ReadableStream<Uint8Array> {
     let cancelled = false;
+    let pulling = false;
     return new ReadableStream<Uint8Array>({
-      pull: (controller) =>
-        this.read().then(
+      pull: (controller) => {
+        pulling = true;
+        return this.read().then(
           (chunk) => {
+            pulling = false;
             if (cancelled) {
               // Nobody will see this chunk: leave it in the connection.
               if (chunk !== null && this.active) this.socket.unread(chunk);
@@ -285,11 +295,17 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
             else controller.enqueue(chunk);
           },
           (error) => {
+            pulling = false;
             if (!cancelled) controller.error(error);
           },
-        ),
+        );
+      },
       cancel: () => {
         cancelled = true;
+        // A read the stream still waits on would hold the connection's one
+        // read until bytes came: give it up, so read() works at once. Bytes
+        // on their way stay in the connection, unread.
+        if (pulling && this.active) this.socket.abandonRead("cancel");
       },
     }, { highWaterMark: 0 });
   }
@@ -300,5 +316,34 @@ export class Lease implements Acquired<any>, UpstreamConnection<any> {
       `Cannot ${what} the connection to "${this.socket.address.key}": it was given back to the pool`,
       { address: this.socket.address.key, operation: what.split(" ")[0] },
     );
+  }
+}
+
+/**
+ * Why `chunk` is not bytes a runtime can send, or undefined. Only a real
+ * Uint8Array will do (not a Proxy of one, which runtimes cannot read, nor a
+ * DataView), over a buffer still attached: a detached one reads as empty on
+ * Deno and Bun but fails the write on Node, so it is refused everywhere,
+ * before the connection is touched.
+ */
+function bytesProblem(chunk: unknown): string | undefined {
+  // ArrayBuffer.isView first: it sees through no Proxy, and runs no trap.
+  if (!ArrayBuffer.isView(chunk) || !(chunk instanceof Uint8Array)) {
+    return `expected a Uint8Array, got ${show(chunk)}`;
+  }
+  if (chunk.byteLength === 0 && isDetached(chunk.buffer)) {
+    return "its ArrayBuffer is detached (it was transferred)";
+  }
+  return undefined;
+}
+
+function isDetached(buffer: ArrayBufferLike): boolean {
+  const detached = (buffer as { detached?: unknown }).detached;
+  if (typeof detached === "boolean") return detached;
+  try {
+    new Uint8Array(buffer, 0, 0); // Node 20 has no `detached`: a detached buffer takes no view
+    return false;
+  } catch {
+    return true;
   }
 }

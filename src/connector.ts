@@ -1,7 +1,13 @@
 // Opens the pool's connections: the transport (detected at the first
 // connect unless given), a timeout per connect, TLS sessions to resume, and
 // the aborts that close() needs. What a connection or a failure means for
-// waiters and limits is the pool's business, told through a callback.
+// waiters and limits is the pool's business, told through callbacks.
+//
+// An attempt has two ends, told apart: the caller's answer (a connection,
+// or an error as soon as the connect timed out or the pool closed) and the
+// moment the attempt holds no socket any more. A runtime may need a while to
+// let go of a connect it was told to abandon; until it has, the socket is
+// real (a descriptor, a SYN in flight) and must count against the limits.
 import type { ResolvedAddress } from "./address.ts";
 import { closedError, connectError, PoolError } from "./errors.ts";
 import { TlsSessions } from "./tls_sessions.ts";
@@ -32,17 +38,40 @@ export class Connector {
   }
 
   /**
-   * Starts a connect; `done` gets the connection, or the error to report:
-   * `CONNECT_TIMEOUT` after `timeout` ms, `POOL_CLOSED` once closed, else
-   * what the transport's failure means.
+   * Starts a connect.
+   *
+   * `done` is called once, with the connection or with the error to report:
+   * `CONNECT_TIMEOUT` after `timeout` ms and `POOL_CLOSED` once closed (both
+   * at once, without waiting for the transport), else what the transport's
+   * failure means. A connection given to `done` is the caller's.
+   *
+   * `released` is called once after `done` reported an error, when the
+   * attempt holds nothing any more: the transport's connect has settled,
+   * and a connection that opened too late has been closed. Until then the
+   * attempt still holds a socket, which should count against the limits.
+   * It is not called after a connection was handed over.
    */
   open(
     address: ResolvedAddress,
     { timeout, keepAlive }: { timeout: number; keepAlive: number | false },
     done: (result: TransportConnection | PoolError) => void,
+    released: () => void,
   ): void {
     const abort = new AbortController();
     this.#aborts.add(abort);
+    let answered = false;
+    const answer = (result: TransportConnection | PoolError): void => {
+      answered = true;
+      done(result);
+    };
+    // The caller hears of a timeout or close() at once; the socket may take
+    // longer to go, and `released` waits for that. A microtask, so that
+    // `done` never runs inside close() or the timer's abort().
+    abort.signal.addEventListener("abort", () => {
+      queueMicrotask(() => {
+        if (!answered) answer(this.#failure(address, abort.signal, undefined));
+      });
+    }, { once: true });
     const timer = timeout === Infinity ? undefined : unrefTimeout(
       () =>
         abort.abort(
@@ -69,21 +98,23 @@ export class Connector {
       }
       clearTimeout(timer);
       this.#aborts.delete(abort);
-      if (connection !== undefined) {
-        done(connection);
+      if (connection !== undefined && !answered && !abort.signal.aborted) {
+        answer(connection);
         return;
       }
-      const reason = abort.signal.reason;
-      done(
-        this.#closed
-          ? closedError(address.key, failure)
-          : reason instanceof PoolError
-          ? reason
-          : connectError(address.key, failure),
-      );
+      // Opened after the caller was told it failed (or as it was aborted).
+      connection?.close();
+      if (!answered) answer(this.#failure(address, abort.signal, failure));
+      released();
     })();
     this.#opening.add(opening);
     opening.then(() => this.#opening.delete(opening));
+  }
+
+  #failure(address: ResolvedAddress, signal: AbortSignal, failure: unknown): PoolError {
+    if (this.#closed) return closedError(address.key, failure ?? signal.reason);
+    const reason = signal.reason;
+    return reason instanceof PoolError ? reason : connectError(address.key, failure);
   }
 
   /** Aborts the connects in progress; those that fail from now on report `POOL_CLOSED`. */
@@ -96,7 +127,7 @@ export class Connector {
     this.#tlsSessions.clear();
   }
 
-  /** Settles once the connects started so far have ended, however. */
+  /** Settles once the connects started so far have ended and let go of their sockets. */
   allSettled(): Promise<unknown> {
     return Promise.allSettled(this.#opening);
   }

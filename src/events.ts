@@ -42,7 +42,7 @@ export interface HandedOutEvent {
   id: number;
   /** Whether this is the connection's first hand-out. */
   created: boolean;
-  /** How long the connection was idle before (0 on its first hand-out). */
+  /** How long the connection was idle before, in ms (0 if opened for this acquire). */
   idleMs: number;
   /** How long the acquire waited for it, in ms. */
   waitMs: number;

@@ -14,11 +14,13 @@ export async function runSetup(
   holder: Lease,
   socket: PooledSocket,
   budgetMs: number,
+  closing: AbortSignal,
 ): Promise<PoolError | undefined> {
   const address = socket.address.key;
   const outcome = await withBudget(
     () => policy.setup!(holder),
     budgetMs,
+    closing,
   );
   if (outcome.timedOut) {
     return new PoolError(
@@ -49,8 +51,13 @@ export async function runValidate(
   policy: AddressPolicy,
   holder: Lease,
   socket: PooledSocket,
+  closing: AbortSignal,
 ): Promise<boolean> {
-  const outcome = await withBudget(() => policy.validate!(holder), policy.connectTimeout);
+  const outcome = await withBudget(
+    () => policy.validate!(holder),
+    policy.connectTimeout,
+    closing,
+  );
   return !outcome.timedOut && !outcome.failed && outcome.value === true && socket.clean &&
     !socket.ended;
 }
@@ -60,21 +67,31 @@ type Outcome<T> =
   | { timedOut: false; failed: true; value?: undefined; error: unknown }
   | { timedOut: false; failed: false; value: T; error?: undefined };
 
-/** Runs `hook` (which may throw synchronously) for at most `budgetMs`. */
-function withBudget<T>(hook: () => T | Promise<T>, budgetMs: number): Promise<Outcome<T>> {
+/**
+ * Runs `hook` (which may throw synchronously) for at most `budgetMs`, or
+ * until `closing` aborts: a hook that hangs must not keep its connection's
+ * acquire waiting, nor its timer alive, after the pool is closed.
+ */
+function withBudget<T>(
+  hook: () => T | Promise<T>,
+  budgetMs: number,
+  closing: AbortSignal,
+): Promise<Outcome<T>> {
   return new Promise((resolve) => {
-    if (budgetMs <= 0) return resolve({ timedOut: true, failed: false });
+    if (budgetMs <= 0 || closing.aborted) return resolve({ timedOut: true, failed: false });
     let settled = false;
-    const timer = budgetMs === Infinity ? undefined : unrefTimeout(() => {
-      settled = true;
-      resolve({ timedOut: true, failed: false });
-    }, budgetMs);
     const finish = (outcome: Outcome<T>): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      closing.removeEventListener("abort", onClose);
       resolve(outcome);
     };
+    const onClose = (): void => finish({ timedOut: false, failed: true, error: closing.reason });
+    const timer = budgetMs === Infinity
+      ? undefined
+      : unrefTimeout(() => finish({ timedOut: true, failed: false }), budgetMs);
+    closing.addEventListener("abort", onClose, { once: true });
     new Promise<T>((run) => run(hook())).then(
       (value) => finish({ timedOut: false, failed: false, value }),
       (error) => finish({ timedOut: false, failed: true, error }),

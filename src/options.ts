@@ -310,20 +310,26 @@ function resolveAddressPolicy(
 // deno-lint-ignore no-explicit-any -- the connections' state type does not matter here
 export function resolvePolicy(options: Snapshot<PoolPolicyOptions<any>>): PoolPolicy {
   const defaults = resolveAddressPolicy(options, ADDRESS_DEFAULTS, "");
-  const order = options.order ?? "lifo";
+  // `=== undefined`, not `??`: null is a mistake here as for every other option.
+  const order = options.order === undefined ? "lifo" : options.order;
   if (order !== "lifo" && order !== "fifo") {
     throw new TypeError(
       `Invalid pool option order: expected "lifo" or "fifo", got ${show(order)}`,
     );
   }
   const perAddress = new Map<string, AddressPolicy>();
-  const given = options.perAddress ?? [];
+  const given = options.perAddress === undefined ? [] : options.perAddress;
   if (!Array.isArray(given)) {
     throw new TypeError(
       `Invalid pool option perAddress: expected an array of { address, ... }, got ${show(given)}`,
     );
   }
-  for (const [i, entry] of [...given].entries()) {
+  // By index, the length read once: spreading would run the array's own
+  // iterator (which may never end) and copy every hole of a sparse array
+  // (2^32-1 of them: a fatal out-of-memory) before the first is checked.
+  const count = given.length;
+  for (let i = 0; i < count; i++) {
+    const entry: unknown = given[i];
     const override = checkKnownKeys(entry, PER_ADDRESS_KEYS, `pool option perAddress[${i}]`);
     let key: string;
     try {

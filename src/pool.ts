@@ -154,8 +154,8 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
   readonly #life: Lifecycle;
   readonly #scheduler: Scheduler;
   #closed = false;
-  /** close({ timeout }) waiting for the last borrowed connection. */
-  #allReturned: (() => void) | undefined;
+  /** Each close({ timeout }) call waiting for the last borrowed connection. */
+  readonly #allReturned: Set<() => void> = new Set();
   // Callbacks for sockets, leases and the lifecycle, kept off the public surface.
   readonly #owner: SocketOwner & LeaseOwner = {
     onIdleBreak: (socket) => this.#scheduler.idleBroke(socket),
@@ -528,16 +528,16 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
     this.#connector.forgetTlsSessions();
     await this.#connector.allSettled();
     if (timeout === undefined || this.#life.size === 0) return;
+    // One entry per call: a second close({ timeout }) must not take the
+    // first one's place (it would never settle, nor clear its timer).
     await new Promise<void>((resolve) => {
-      const timer = longTimeout(() => {
-        this.#allReturned = undefined;
-        resolve();
-      }, timeout);
-      this.#allReturned = () => {
+      const done = (): void => {
         clearTimeout(timer);
-        this.#allReturned = undefined;
+        this.#allReturned.delete(done);
         resolve();
       };
+      const timer = longTimeout(done, timeout);
+      this.#allReturned.add(done);
     });
     // Whoever has not given their connection back by now loses it.
     for (const host of [...this.#life.hosts.values()]) {
@@ -546,6 +546,7 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
       }
       this.#life.forgetIfEmpty(host);
     }
+    this.#checkAllReturned(); // other close({ timeout }) calls need not wait any longer
   }
 
   /**
@@ -562,7 +563,11 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
   }
 
   #checkAllReturned(): void {
-    if (this.#closed && this.#life.size === 0) this.#allReturned?.();
+    if (this.#closed && this.#life.size === 0) {
+      for (const done of [...this.#allReturned]) {
+        done();
+      }
+    }
   }
 
   #emit(event: PoolEvent): void {

@@ -44,6 +44,8 @@ export class Scheduler {
   readonly #keepAlive: KeepAlive = new KeepAlive();
   /** Addresses whose waiters maxTotal holds back. */
   readonly #blocked: Set<HostPool> = new Set();
+  /** Aborted by close(): ends the budget of every hook still running. */
+  readonly #closing: AbortController = new AbortController();
   /** Acquires not yet settled, all addresses. */
   #waiting = 0;
   #closed = false;
@@ -334,6 +336,9 @@ export class Scheduler {
       this.#upkeep.stop(host);
       this.#life.forgetIfEmpty(host);
     }
+    // Hooks that hang give up now, not at the end of their budget: an
+    // acquire waiting for a validation then rejects, and no timer is left.
+    this.#closing.abort(new PoolError("POOL_CLOSED", "The pool was closed"));
     // Last: rejecting the waiters above releases the keep-alive once more.
     this.#keepAlive.close();
   }
@@ -383,7 +388,7 @@ export class Scheduler {
     this.#life.toValidating(socket, host, check);
     host.waitersValidating++;
     waiter.validating = true;
-    runValidate(host.policy, check, socket).then((ok) => {
+    runValidate(host.policy, check, socket, this.#closing.signal).then((ok) => {
       if (waiter.validating) {
         waiter.validating = false;
         host.waitersValidating--;
@@ -518,10 +523,13 @@ export class Scheduler {
       timeout: host.policy.connectTimeout,
       keepAlive: host.policy.keepAlive,
     }, (result) => {
-      if (result instanceof PoolError) {
-        this.#life.connectEnded(host);
-        this.#connectFailed(host, result, requester);
-      } else this.#connected(host, result, requester, started);
+      if (result instanceof PoolError) this.#connectFailed(host, result, requester);
+      else this.#connected(host, result, requester, started);
+    }, () => {
+      // A failed connect counts as connecting until its socket is really gone.
+      this.#life.connectEnded(host);
+      if (this.#closed) this.#life.forgetIfEmpty(host);
+      else this.slotFreed(host);
     });
   }
 
@@ -547,7 +555,7 @@ export class Scheduler {
     const holder = new Lease(this.#owner, socket, true, 0, "");
     socket.lend("setting-up", holder);
     const setupStarted = Date.now();
-    runSetup(host.policy, holder, socket, remaining).then((failure) => {
+    runSetup(host.policy, holder, socket, remaining, this.#closing.signal).then((failure) => {
       if (failure === undefined && socket.phase === "setting-up") {
         this.#life.setUp(socket, host, Date.now() - setupStarted);
         this.#ready(host, socket, requester);

@@ -146,6 +146,33 @@ export function describeTransportContract(
       await assert.rejects(socket.write(encoder.encode("after close")));
     });
 
+    test("write, closeWrite and read never throw; a bad chunk rejects with a TypeError", async () => {
+      const socket = await connect(upstreams.echo);
+      const buffer = new ArrayBuffer(8);
+      const detached = new Uint8Array(buffer);
+      structuredClone(buffer, { transfer: [buffer] });
+      for (const chunk of [detached, "text", undefined, null, 42]) {
+        let written: Promise<void> | undefined;
+        assert.doesNotThrow(() => written = socket.write(chunk as Uint8Array));
+        await assert.rejects(written!, TypeError);
+      }
+      await socket.write(new Uint8Array(0)); // empty, not detached: nothing to do
+      // Nothing was written: the stream is intact.
+      await socket.write(encoder.encode("ok"));
+      assert.equal(new TextDecoder().decode(await readExactly(socket, 2)), "ok");
+      socket.close();
+      const calls = [
+        () => socket.write(encoder.encode("x")),
+        () => socket.closeWrite(),
+        () => socket.read(),
+      ];
+      for (const call of calls) {
+        let settled: Promise<unknown> | undefined;
+        assert.doesNotThrow(() => settled = call());
+        await settled!.catch(() => {});
+      }
+    });
+
     test("closeWrite() sends FIN and the reply can still be read", async () => {
       const socket = await connect(upstreams.silent);
       const server = await upstreams.silent.nextConnection();
@@ -197,8 +224,8 @@ export function describeTransportContract(
           signal: controller.signal,
         }),
       );
-      // Its own upstream: a connect that cannot be cancelled (Bun's) still
-      // reaches the server, and that stale socket must not become the next
+      // Its own upstream: a connect aborted after it started may still
+      // reach the server, and that stale socket must not become the next
       // test's silent.nextConnection().
       const upstream = await TestUpstream.start({ mode: "silent", unix, tls: secure });
       try {

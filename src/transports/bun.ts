@@ -1,12 +1,16 @@
 /**
- * The Bun transport: TCP and Unix-socket connections made with `Bun.connect`.
+ * The Bun transport: TCP and Unix-socket connections on Bun's own sockets.
  *
- * Bun's sockets report through callbacks, not streams. One shared handlers
- * object serves every connection and finds the connection's state in
- * `socket.data`, so opening a connection creates no closures. Chunks that
- * arrive while no read is pending wait in a small queue. `globalThis.Bun`
- * is only read when connecting: importing this module has no side effects
- * on any runtime.
+ * Connects go through Bun's `node:net` (and `node:tls`), because there a
+ * connect in progress can be cancelled: `Bun.connect` cannot be, and a
+ * connect given up on would stay in SYN-SENT, holding a descriptor and
+ * keeping the process alive, for as long as the kernel retries (about two
+ * minutes). Once connected, the native Bun socket under the `net.Socket` is
+ * taken over: its handlers are swapped for this module's, so reads and
+ * writes skip the stream layer. One shared handlers object serves every
+ * connection and finds the connection's state in `socket.data`. Chunks that
+ * arrive while no read is pending wait in a small queue. Nothing is read
+ * from the runtime at import: importing this module has no side effects.
  *
  * @example Use Bun's sockets explicitly
  * ```ts
@@ -19,7 +23,8 @@
  * @module
  */
 
-import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
+import type * as net from "node:net";
+import type { ResolvedAddress } from "../address.ts";
 import type {
   TlsInfo,
   TlsSessionCache,
@@ -28,9 +33,9 @@ import type {
   TransportConnectOptions,
 } from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
+import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
-import { tlsHandshakeError } from "./_tls.ts";
-import { keepAliveDelay } from "./_keepalive.ts";
+import { closedError, connectNodeSocket, NodeConnection } from "./_node_net.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -38,7 +43,7 @@ export type { ResolvedAddress } from "../address.ts";
 // Only the parts of Bun's socket API used here, so that the module compiles
 // without Bun's type definitions.
 interface BunSocket {
-  readonly data: BunConnection;
+  data: unknown;
   /** Bytes taken: all, some, 0, or -1 once the socket is closed. The rest is not kept. */
   write(chunk: Uint8Array): number;
   /** Half-close: sends FIN, reading goes on. */
@@ -49,52 +54,26 @@ interface BunSocket {
   resume(): void;
   ref(): void;
   unref(): void;
-  /** TCP keepalive; the idle time in ms (whole seconds count), then a probe a second, ten of them. */
-  setKeepAlive(enable: boolean, initialDelay: number): boolean;
+  /** Swaps the socket's handlers, at once. */
+  reload(options: { socket: BunSocketHandlers }): void;
   // TLS sockets only.
   getSession?(): unknown;
-  setSession?(session: unknown): void;
-  isSessionReused?(): boolean;
-  readonly alpnProtocol?: string | false | null;
+}
+
+/** A socket whose `data` is one of this module's connections. */
+interface OwnSocket extends BunSocket {
+  readonly data: BunConnection;
 }
 
 interface BunSocketHandlers {
-  open(socket: BunSocket): void;
-  data(socket: BunSocket, chunk: Uint8Array): void;
-  drain(socket: BunSocket): void;
-  end(socket: BunSocket): void;
-  close(socket: BunSocket, error?: Error): void;
-  error(socket: BunSocket, error: Error): void;
-  handshake(socket: BunSocket, success: boolean, authorizationError: Error | null): void;
-}
-
-interface BunTlsOptions {
-  serverName: string;
-  rejectUnauthorized: boolean;
-  ca?: string[];
-  cert?: string;
-  key?: string;
-  /** The wire format: each name preceded by its length in one byte. */
-  ALPNProtocols?: ArrayBuffer;
-}
-
-// `{ hostname, port }` for TCP, `{ unix: path }` for a Unix-domain socket.
-type BunConnectOptions = ({ hostname: string; port: number } | { unix: string }) & {
-  allowHalfOpen: boolean;
-  data: BunConnection;
-  socket: BunSocketHandlers;
-  tls?: BunTlsOptions;
-};
-
-interface BunGlobal {
-  connect(options: BunConnectOptions): Promise<BunSocket>;
+  data(socket: OwnSocket, chunk: Uint8Array): void;
+  drain(socket: OwnSocket): void;
+  end(socket: OwnSocket): void;
+  close(socket: OwnSocket, error?: Error): void;
+  error(socket: OwnSocket, error: Error): void;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
-
-function closedError(what: string): Error {
-  return new Error(`Cannot ${what}: the connection is closed`);
-}
 
 interface PendingWrite {
   chunk: Uint8Array;
@@ -108,57 +87,30 @@ interface PendingShutdown {
   reject: (error: unknown) => void;
 }
 
-/** A TLS connect waiting for its handshake, and where its sessions go. */
-interface PendingHandshake {
-  address: ResolvedTcpAddress;
-  sessions: TlsSessionCache | undefined;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
-/**
- * One Bun socket behind the pull-based connection interface. It exists
- * before the socket does (it is the socket's `data`), so events that come
- * before `Bun.connect` resolves are not lost.
- */
+/** One native Bun socket behind the pull-based connection interface. */
 class BunConnection implements TransportConnection {
-  #socket: BunSocket | undefined;
-  // Data only arrives after open, so the socket is there when this pauses it.
-  readonly #received: ReceiveQueue = new ReceiveQueue({
-    pause: () => this.#socket?.pause(),
-    resume: () => this.#socket?.resume(),
-  });
+  readonly #socket: BunSocket;
+  readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
   #closed = false;
-  /** The connect was aborted: a socket that opens anyway is closed at once. */
-  #abandoned = false;
   #writeClosed = false;
   /** Writes that Bun has not fully taken yet, oldest first; the first is partly written. */
   #writes: PendingWrite[] = [];
   /** A `closeWrite()` waiting for `#writes` to empty. */
   #shutdown: PendingShutdown | undefined;
-  /** Set while a TLS connect waits for its handshake. */
-  #handshake: PendingHandshake | undefined;
   /** Where to save this TLS connection's session once the server's ticket came. */
   #saveSession: { key: string; sessions: TlsSessionCache } | undefined;
-  tls: TlsInfo | undefined;
+  readonly tls: TlsInfo | undefined;
 
-  /**
-   * Resolves once the connection may be used: at once for plain TCP, after
-   * a successful handshake for TLS (written to before it, Bun would queue
-   * the bytes, and a failed check would surface only at the first read).
-   */
-  readonly ready: Promise<void>;
-
-  constructor(address: ResolvedAddress, sessions: TlsSessionCache | undefined) {
-    if (address.kind !== "tcp" || address.tls === undefined) {
-      this.ready = RESOLVED;
-      return;
-    }
-    this.ready = new Promise((resolve, reject) => {
-      this.#handshake = { address, sessions, resolve, reject };
-    });
-    this.ready.catch(() => {}); // a connect that fails before open never looks at it
+  constructor(
+    socket: BunSocket,
+    tls: TlsInfo | undefined,
+    saveSession: { key: string; sessions: TlsSessionCache } | undefined,
+  ) {
+    this.#socket = socket;
+    this.#received = new ReceiveQueue(socket);
+    this.tls = tls;
+    this.#saveSession = saveSession;
   }
 
   read(): Promise<Uint8Array | null> {
@@ -166,6 +118,8 @@ class BunConnection implements TransportConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) return Promise.reject(invalid);
     const error = this.#received.error;
     if (error !== undefined) return Promise.reject(error);
     if (this.#closed) return Promise.reject(closedError("write"));
@@ -174,7 +128,12 @@ class BunConnection implements TransportConnection {
     }
     let rest = chunk;
     if (this.#writes.length === 0) {
-      const taken = this.#socket!.write(chunk);
+      let taken: number;
+      try {
+        taken = this.#socket.write(chunk);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       if (taken === chunk.length) return RESOLVED;
       if (taken < 0) return Promise.reject(closedError("write"));
       rest = chunk.subarray(taken);
@@ -191,7 +150,11 @@ class BunConnection implements TransportConnection {
     if (this.#writeClosed) return this.#shutdown?.promise ?? RESOLVED;
     this.#writeClosed = true;
     if (this.#writes.length === 0) {
-      this.#socket!.shutdown();
+      try {
+        this.#socket.shutdown();
+      } catch (error) {
+        return Promise.reject(error);
+      }
       return RESOLVED;
     }
     // The FIN must follow the bytes still waiting for `drain`.
@@ -211,30 +174,15 @@ class BunConnection implements TransportConnection {
     this.#received.close(true);
     this.#failWrites();
     // Fires our close handler synchronously; #closed makes it a no-op.
-    this.#socket?.end();
+    this.#socket.end();
   }
 
   ref(): void {
-    if (!this.#closed) this.#socket?.ref();
+    if (!this.#closed) this.#socket.ref();
   }
 
   unref(): void {
-    if (!this.#closed) this.#socket?.unref();
-  }
-
-  /** Marks an aborted connect; closes the socket if it already opened. */
-  abandon(): void {
-    this.#abandoned = true;
-    this.#failHandshake(closedError("finish the TLS handshake"));
-    this.close();
-  }
-
-  /** Fails a TLS connect still waiting for its handshake. */
-  #failHandshake(error: unknown): void {
-    const handshake = this.#handshake;
-    if (handshake === undefined) return;
-    this.#handshake = undefined;
-    handshake.reject(error);
+    if (!this.#closed) this.#socket.unref();
   }
 
   /** Fails the writes still waiting for `drain`, and a waiting half-close. */
@@ -252,46 +200,7 @@ class BunConnection implements TransportConnection {
   // One handlers object for all connections; `socket.data` is the connection.
   // None of them may throw: Bun would report it to `error` and keep going.
   static readonly handlers: BunSocketHandlers = {
-    open(socket: BunSocket): void {
-      const connection = socket.data;
-      connection.#socket = socket;
-      if (connection.#abandoned) {
-        socket.end();
-        return;
-      }
-      const handshake = connection.#handshake;
-      // Bun offers a session only if it is set here, before the handshake starts.
-      const saved = handshake?.sessions?.get(handshake.address.key);
-      if (saved !== undefined) socket.setSession?.(saved);
-    },
-
-    handshake(socket: BunSocket, success: boolean, authorizationError: Error | null): void {
-      const connection = socket.data;
-      const handshake = connection.#handshake;
-      if (handshake === undefined) return;
-      connection.#handshake = undefined;
-      // Without verification Bun reports the check's result but keeps the socket.
-      if (!success && handshake.address.tls!.verify) {
-        handshake.reject(
-          tlsHandshakeError(
-            handshake.address,
-            authorizationError ?? new Error("the certificate was not accepted"),
-          ),
-        );
-        connection.close();
-        return;
-      }
-      connection.tls = {
-        resumed: socket.isSessionReused?.(),
-        alpnProtocol: socket.alpnProtocol || undefined,
-      };
-      if (handshake.sessions !== undefined) {
-        connection.#saveSession = { key: handshake.address.key, sessions: handshake.sessions };
-      }
-      handshake.resolve();
-    },
-
-    data(socket: BunSocket, chunk: Uint8Array): void {
+    data(socket: OwnSocket, chunk: Uint8Array): void {
       const connection = socket.data;
       // A TLS 1.3 server sends its session ticket right after the handshake,
       // so it has been processed by the time the first bytes arrive.
@@ -305,7 +214,7 @@ class BunConnection implements TransportConnection {
     },
 
     // Also fires when nothing was waiting (after open or resume, for one).
-    drain(socket: BunSocket): void {
+    drain(socket: OwnSocket): void {
       const connection = socket.data;
       const writes = connection.#writes;
       while (writes.length > 0) {
@@ -327,106 +236,83 @@ class BunConnection implements TransportConnection {
       }
     },
 
-    end(socket: BunSocket): void {
+    end(socket: OwnSocket): void {
       socket.data.#received.end();
     },
 
     // Without an error this is EOF too: after our own shutdown(), Bun reports
     // the peer's FIN by closing, without calling `end`.
-    close(socket: BunSocket, error?: Error): void {
+    close(socket: OwnSocket, error?: Error): void {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
-      connection.#failHandshake(
-        error ?? new Error("the server closed the connection during the TLS handshake"),
-      );
       if (error !== undefined) connection.#received.fail(error);
       connection.#received.close(false);
       connection.#failWrites();
     },
 
-    error(socket: BunSocket, error: Error): void {
+    error(socket: OwnSocket, error: Error): void {
       const connection = socket.data;
       if (connection.#closed) return;
-      connection.#failHandshake(error);
       connection.#received.fail(error);
       connection.close();
     },
   };
 }
 
+/**
+ * Takes the native socket over from a `net.Socket` that just connected (from
+ * its `'connect'` or `'secureConnect'` event, so no byte has arrived yet).
+ * If this Bun's `node:net` does not look as expected, the `net.Socket` is
+ * used as it is: slower, but correct.
+ */
+function adopt(
+  socket: net.Socket,
+  tls: TlsInfo | undefined,
+  address: ResolvedAddress,
+  sessions: TlsSessionCache | undefined,
+): TransportConnection {
+  const native = (socket as unknown as { _handle?: Partial<BunSocket> | null })._handle;
+  if (
+    typeof native?.reload !== "function" || typeof native.write !== "function" ||
+    !("data" in native) || socket.readableLength !== 0
+  ) {
+    return new NodeConnection(socket, tls);
+  }
+  const handle = native as BunSocket;
+  const connection = new BunConnection(
+    handle,
+    tls,
+    tls === undefined || sessions === undefined ? undefined : { key: address.key, sessions },
+  );
+  handle.reload({ socket: BunConnection.handlers });
+  // node:net's own open handler still runs after 'connect' and sets
+  // `connecting` on whatever `data` is by then: a harmless stray property.
+  handle.data = connection;
+  handle.ref(); // whatever node:net did, a new connection keeps the process alive
+  // The native socket points back at the net.Socket, which would stay in
+  // memory with it (≈2.3 KB per idle connection instead of ≈1.4 KB).
+  for (const key of Object.getOwnPropertySymbols(handle)) {
+    if (key.description === "owner_symbol") {
+      delete (handle as unknown as Record<symbol, unknown>)[key];
+    }
+  }
+  return connection;
+}
+
 function connect(
   address: ResolvedAddress,
   options: TransportConnectOptions,
 ): Promise<TransportConnection> {
-  const signal = options.signal;
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  const bun = (globalThis as { Bun?: BunGlobal }).Bun;
-  if (bun === undefined) {
+  if ((globalThis as { Bun?: unknown }).Bun === undefined) {
     return Promise.reject(new Error("Cannot connect with the Bun transport: this is not Bun"));
   }
-  const connection = new BunConnection(address, options.tlsSessions);
-  const keepAlive = keepAliveDelay(address, options);
-  // Bun's errors already carry `code` (ECONNREFUSED, ENOTFOUND, ...).
-  const opening = bun.connect({
-    ...(address.kind === "unix"
-      ? { unix: address.path }
-      : { hostname: address.hostname, port: address.port }),
-    ...(address.kind === "tcp" && address.tls !== undefined ? { tls: bunTls(address) } : {}),
-    allowHalfOpen: true,
-    data: connection,
-    socket: BunConnection.handlers,
-  }).then((socket) => {
-    if (keepAlive !== undefined) socket.setKeepAlive(true, keepAlive);
-    return connection.ready;
-  });
-  if (signal === undefined) return opening.then(() => connection);
-  // Bun.connect cannot be cancelled: reject at once, and the open handler
-  // closes a socket that opens after all.
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => {
-      connection.abandon();
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    opening.then(
-      () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(connection);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-function bunTls(address: ResolvedTcpAddress): BunTlsOptions {
-  const settings = address.tls!;
-  return {
-    serverName: settings.serverName,
-    rejectUnauthorized: settings.verify,
-    ...(settings.caCerts === undefined ? {} : { ca: [...settings.caCerts] }),
-    ...(settings.cert === undefined ? {} : { cert: settings.cert, key: settings.key! }),
-    ...(settings.alpnProtocols === undefined
-      ? {}
-      : { ALPNProtocols: alpnWireFormat(settings.alpnProtocols) }),
-  };
-}
-
-// Bun.connect takes ALPN names only in the wire format, not as an array.
-function alpnWireFormat(protocols: readonly string[]): ArrayBuffer {
-  const encoder = new TextEncoder();
-  const names = protocols.map((name) => encoder.encode(name));
-  const wire = new Uint8Array(names.reduce((total, name) => total + 1 + name.length, 0));
-  let offset = 0;
-  for (const name of names) {
-    wire[offset++] = name.length; // at most 255: resolveAddress checks
-    wire.set(name, offset);
-    offset += name.length;
-  }
-  return wire.buffer;
+  const sessions = options.tlsSessions;
+  return connectNodeSocket(
+    address,
+    options,
+    (socket, tls) => adopt(socket, tls, address, sessions),
+  );
 }
 
 /*
@@ -458,16 +344,17 @@ const settle: () => Promise<void> = twoImmediateTurns;
 
 /**
  * The transport for Bun: TCP connections, and Unix-domain socket
- * connections for `{ path }` addresses, made with `Bun.connect`, half-open
- * sockets allowed so that {@linkcode TransportConnection.closeWrite} is a
- * real half-close. Bun turns Nagle's algorithm off by itself.
+ * connections for `{ path }` addresses, on Bun's native sockets, with
+ * Nagle's algorithm off and half-open sockets allowed so that
+ * {@linkcode TransportConnection.closeWrite} is a real half-close.
  *
- * `globalThis.Bun` is read at each `connect`, never at import; elsewhere
- * `connect` rejects. Connect errors are Bun's own, with their `code`
- * (`ECONNREFUSED`, `ENOTFOUND`; `ENOENT` for a missing socket path, ...).
- * `Bun.connect` cannot be cancelled: an
- * aborted `signal` rejects with the signal's reason at once, and a socket
- * that opens afterwards is closed. A `write` resolves once Bun has taken
+ * Connects go through Bun's `node:net` and `node:tls` (loaded at the first
+ * connect, never at import; elsewhere than on Bun `connect` rejects), which
+ * can cancel a connect in progress: an aborted `signal` closes the socket,
+ * in SYN-SENT too, and then rejects with the signal's reason. Then the
+ * native socket is taken over from the `net.Socket`. Connect errors are
+ * Bun's own, with their `code` (`ECONNREFUSED`, `ENOTFOUND`; `ENOENT` for a
+ * missing socket path, ...). A `write` resolves once Bun has taken
  * every byte, waiting for Bun's `drain` if need be; from then on the chunk
  * may be reused. A reader that falls 64 KiB behind pauses the socket
  * until it reads again. `settle` costs two turns of `setImmediate` (about

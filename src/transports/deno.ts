@@ -26,6 +26,7 @@ import type {
 import { closeQuietly, deno, type DenoConn, type DenoTcpConn } from "./_deno_api.ts";
 import { ReactorTurn } from "./_deno_reactor_turn.ts";
 import { tlsHandshakeError, tlsUnsupportedError } from "./_tls.ts";
+import { unwritableChunk } from "./_chunks.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -106,6 +107,8 @@ class DenoConnection implements TransportConnection {
   };
 
   async write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) throw invalid;
     if (this.#closed) throw closedError("write");
     // Deno.Conn.write() may take only part of the chunk.
     let offset = 0;
@@ -116,9 +119,10 @@ class DenoConnection implements TransportConnection {
     }
   }
 
-  closeWrite(): Promise<void> {
-    if (this.#closed) return Promise.reject(closedError("close the write side"));
-    return this.#conn.closeWrite();
+  // async: whatever the resource does, a failure comes through the promise.
+  async closeWrite(): Promise<void> {
+    if (this.#closed) throw closedError("close the write side");
+    await this.#conn.closeWrite();
   }
 
   close(): void {

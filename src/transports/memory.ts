@@ -27,6 +27,7 @@
  */
 import { type Address, resolveAddress, type ResolvedAddress } from "../address.ts";
 import type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
+import { unwritableChunk } from "./_chunks.ts";
 
 /**
  * Serves one accepted connection; called once the connect has completed.
@@ -65,11 +66,22 @@ export interface MemoryListenOptions {
    * @default {accept at once}
    */
   accept?: () => Promise<void> | void;
+  /**
+   * Decides how long a connect that was aborted before it completed keeps
+   * its socket: the connect stays open (in
+   * {@linkcode MemoryTransport.openConnections}) and rejects only once the
+   * promise this returns settles. Use it to play a runtime that cannot
+   * cancel a connect at once.
+   *
+   * @default {let go at once}
+   */
+  cancel?: () => Promise<void> | void;
 }
 
 interface Listener {
   handler: MemoryHandler;
   accept: (() => Promise<void> | void) | undefined;
+  cancel: (() => Promise<void> | void) | undefined;
 }
 
 type Inbound = Uint8Array | typeof FIN | Error;
@@ -219,6 +231,8 @@ class MemoryConnection implements TransportConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const invalid = unwritableChunk(chunk);
+    if (invalid !== undefined) return Promise.reject(invalid);
     if (this.closed || this.#writeClosed) {
       return Promise.reject(codedError("write after close", "EPIPE"));
     }
@@ -319,7 +333,11 @@ export class MemoryTransport implements Transport {
    * @param options How connects are accepted.
    */
   listen(address: Address, handler: MemoryHandler, options: MemoryListenOptions = {}): void {
-    this.#listeners.set(resolveAddress(address).key, { handler, accept: options.accept });
+    this.#listeners.set(resolveAddress(address).key, {
+      handler,
+      accept: options.accept,
+      cancel: options.cancel,
+    });
   }
 
   /**
@@ -355,20 +373,27 @@ export class MemoryTransport implements Transport {
     connection.keepAlive = options.keepAlive ?? false;
     this.#turns.open.add(connection);
     return new Promise((resolve, reject) => {
+      let aborted = false;
       const onAbort = (): void => {
-        connection.close();
-        reject(signal!.reason);
+        aborted = true;
+        const gone = (): void => {
+          connection.close();
+          reject(signal!.reason);
+        };
+        if (listener.cancel === undefined) gone();
+        else Promise.resolve().then(listener.cancel).then(gone, gone);
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       Promise.resolve().then(listener.accept).then(
         () => {
           signal?.removeEventListener("abort", onAbort);
-          if (connection.closed) return; // aborted meanwhile
+          if (aborted) return;
           listener.handler(new Peer(connection));
           resolve(connection);
         },
         (error) => {
           signal?.removeEventListener("abort", onAbort);
+          if (aborted) return;
           connection.close();
           reject(error);
         },

@@ -38,8 +38,10 @@ export interface TransportConnection {
    * Writes all of `chunk`, looping over partial writes. Resolves once the
    * runtime has taken every byte (it may still be in flight, and the
    * runtime may still hold `chunk` itself: callers must not modify it
-   * afterwards); rejects if the connection is closed or failed. Writes are
-   * never issued concurrently.
+   * afterwards); rejects if the connection is closed or failed, and with a
+   * `TypeError` for a chunk that is not a `Uint8Array` or whose buffer is
+   * detached. Writes are never issued concurrently. Like `read` and
+   * `closeWrite`, it never throws: every failure comes through the promise.
    */
   write(chunk: Uint8Array): Promise<void>;
   /** Sends FIN (half-close): no more writes, reads still work. */
@@ -105,8 +107,11 @@ export interface TlsSessionCache {
  */
 export interface TransportConnectOptions {
   /**
-   * Aborts the connect. The promise then rejects, and a socket that opens
-   * anyway afterwards is closed by the transport.
+   * Aborts the connect: the transport closes the socket, in SYN-SENT or
+   * mid-handshake too, and the promise rejects once it has. The promise
+   * settles only when the attempt holds no socket any more (the pool counts
+   * the attempt against its limits until then); should a connection open
+   * anyway, it may resolve with it, and the caller closes it.
    */
   signal?: AbortSignal;
   /** Sessions to resume TLS connections with, and to save new ones in. */
