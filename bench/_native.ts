@@ -176,6 +176,15 @@ async function connectBun(bun: BunGlobal, port: number): Promise<NativeClient> {
   };
 }
 
+/**
+ * Connects to 127.0.0.1:`port` through `node:net` on any runtime: under
+ * Deno its own node:net (native since Deno 2.8), the other socket API the
+ * Deno transport is measured against.
+ */
+export function connectNodeNet(port: number): Promise<NativeClient> {
+  return connectNode(port);
+}
+
 function connectNode(port: number): Promise<NativeClient> {
   const state = new CallbackState();
   const socket = net.connect({ host: "127.0.0.1", port, noDelay: true });

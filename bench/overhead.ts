@@ -13,7 +13,10 @@
  * 3. pool: acquire, the same round trip, retain (one connection reused);
  * 4. the same through a pool whose transport's `settle()` does nothing,
  *    which isolates what the check before each reuse costs;
- * 5. `settle()` alone, with idle connections open.
+ * 5. `settle()` alone, with idle connections open;
+ * 6. on Deno only: the same round trip as 1 through Deno's own `node:net`
+ *    (native since Deno 2.8), the other API the Deno transport could use,
+ *    and the one it must not be slower than.
  *
  * Every reply is checked byte for byte (consecutive requests carry different
  * bytes), and every pool must have opened exactly the connections expected.
@@ -31,7 +34,7 @@
  */
 import { ConnectionPool, detectTransport, resolveAddress, type Transport } from "../mod.ts";
 import { exchange, listenEcho, PAYLOAD_BYTES, Payloads, roundTrip } from "./_echo.ts";
-import { connectNative } from "./_native.ts";
+import { connectNative, connectNodeNet, type NativeClient } from "./_native.ts";
 import {
   emitResult,
   parseOptions,
@@ -53,6 +56,10 @@ async function main(args: string[]): Promise<void> {
   const next = (): Uint8Array => payloads.next();
 
   const native = await connectNative(upstream.port);
+  const info = runtime();
+  const nodeNet: NativeClient | undefined = info.key === "deno"
+    ? await connectNodeNet(upstream.port)
+    : undefined;
   const raw = await transport.connect(address, {});
   const pool = new ConnectionPool();
   const unsettled: Transport = {
@@ -78,6 +85,11 @@ async function main(args: string[]): Promise<void> {
         count,
         once: () => transport.settle(),
       },
+      ...(nodeNet === undefined ? [] : [{
+        label: "raw node:net (Deno's own): write, read",
+        count,
+        once: () => nodeNet.roundTrip(next()),
+      }]),
     ];
 
     const warmup = Math.ceil(options.trips / 4);
@@ -90,9 +102,10 @@ async function main(args: string[]): Promise<void> {
     if (idlePool.stats().idle !== IDLE_CONNECTIONS) {
       throw new Error("An idle connection was dropped while settle() was measured");
     }
-    report(options, runtime(), transport, results);
+    report(options, info, transport, results);
   } finally {
     native.close();
+    nodeNet?.close();
     raw.close();
     await Promise.all([pool, unsettledPool, idlePool].map((each) => each.close()));
     await upstream.close();
@@ -115,12 +128,13 @@ function report(
   transport: Transport,
   results: Timing[],
 ): void {
-  const [native, raw, pooled, unsettled, settleAlone] = results as [
+  const [native, raw, pooled, unsettled, settleAlone, nodeNet] = results as [
     Timing,
     Timing,
     Timing,
     Timing,
     Timing,
+    Timing | undefined,
   ];
   console.log(`upstream-pool overhead, ${info.name}, transport "${transport.name}"`);
   console.log("echo upstream: node:net on 127.0.0.1, in this process");
@@ -147,23 +161,40 @@ function report(
       `our transport alone: ${(raw.median - native.median).toFixed(2)} µs = ` +
       percent(raw.median - native.median),
   );
+  if (nodeNet !== undefined) {
+    console.log(
+      `our transport ÷ Deno's node:net round trip: ${(raw.median / nodeNet.median).toFixed(3)}×`,
+    );
+  }
   emitResult({
     bench: "overhead",
     setup: `${PAYLOAD_BYTES}-byte echo round trips on one connection to an in-process node:net ` +
       `upstream; ${options.rounds} interleaved rounds × ${options.trips} per variant`,
-    ratios: [{
-      key: "overhead",
-      label: "pool ÷ raw native round trip",
-      value: pooled.median / native.median,
-      target: 1.05,
-      better: "lower",
-    }],
+    ratios: [
+      {
+        key: "overhead",
+        label: "pool ÷ raw native round trip",
+        value: pooled.median / native.median,
+        target: 1.05,
+        better: "lower",
+      },
+      ...(nodeNet === undefined ? [] : [{
+        key: "overhead.node_net",
+        label: "this library's transport ÷ the runtime's node:net, round trip",
+        value: raw.median / nodeNet.median,
+        target: 1,
+        better: "lower" as const,
+      }]),
+    ],
     figures: [
       { label: "raw native API round trip", value: native.median, unit: "µs" },
       { label: "raw, this library's transport", value: raw.median, unit: "µs" },
       { label: "pool: acquire, round trip, retain", value: pooled.median, unit: "µs" },
       { label: "pool with a no-op settle()", value: unsettled.median, unit: "µs" },
       { label: "settle() alone", value: settleAlone.median, unit: "µs" },
+      ...(nodeNet === undefined
+        ? []
+        : [{ label: "raw node:net round trip (Deno's own)", value: nodeNet.median, unit: "µs" }]),
       { label: "pool − raw native", value: overhead, unit: "µs" },
       { label: "of which settle()", value: settleCost, unit: "µs" },
     ],

@@ -26,7 +26,7 @@
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { ConnectionPool, resolveAddress, type ResolvedAddress } from "../mod.ts";
-import { connectNative, type NativeClient } from "./_native.ts";
+import { connectNative, connectNodeNet, type NativeClient } from "./_native.ts";
 import { emitResult, type Options, parseOptions, printTable, runMain, runtime } from "./_report.ts";
 import { collectGarbage, runPart, startUpstreams } from "./_spawn.ts";
 import { interleave, type Timing } from "./_stats.ts";
@@ -148,20 +148,25 @@ async function poolPart(ports: number[], options: ScaleOptions): Promise<PartRes
   }
 }
 
-/** Opens the sockets without a pool; `reading` keeps a read pending on each, as EOF detection needs. */
+/**
+ * Opens the sockets without a pool; `reading` keeps a read pending on each,
+ * as EOF detection needs. `connect` is the runtime's native API, or
+ * node:net (under Deno, whose node:net sockets always read).
+ */
 async function rawPart(
   ports: number[],
   options: ScaleOptions,
   reading: boolean,
+  connect: (port: number) => Promise<NativeClient> = connectNative,
 ): Promise<PartResult> {
   const total = options.addresses * options.perAddress;
   const clients: NativeClient[] = [];
   try {
     // One connection opened and closed first, so the baseline has the socket code loaded.
-    (await connectNative(ports[options.addresses]!)).close();
+    (await connect(ports[options.addresses]!)).close();
     const before = await settledMemory();
     await forEachLimited(total, async (index) => {
-      const client = await connectNative(ports[index % options.addresses]!);
+      const client = await connect(ports[index % options.addresses]!);
       clients.push(client);
       if (reading) client.waitForEnd().catch(() => {}); // closing interrupts it
     });
@@ -188,6 +193,8 @@ async function main(args: string[]): Promise<void> {
     const ports = (process.env[PORTS_VARIABLE] ?? "").split(",").map(Number);
     const result = part === "pool"
       ? await poolPart(ports, options)
+      : part === "raw-node-net"
+      ? await rawPart(ports, options, false, connectNodeNet)
       : await rawPart(ports, options, part === "raw-reading");
     console.log(PART_PREFIX + JSON.stringify(result));
     return;
@@ -204,6 +211,7 @@ async function main(args: string[]): Promise<void> {
   let pooled: PartResult;
   let raw: PartResult;
   let rawReading: PartResult | undefined;
+  let rawNodeNet: PartResult | undefined;
   try {
     const self = fileURLToPath(import.meta.url);
     const env = { [PORTS_VARIABLE]: upstreams.ports.join(",") };
@@ -212,7 +220,11 @@ async function main(args: string[]): Promise<void> {
     pooled = await run("pool");
     raw = await run("raw");
     // Bun's and Node's sockets read all the time (callbacks, events); Deno's only when asked.
-    if (info.key === "deno") rawReading = await run("raw-reading");
+    // Deno's own node:net sockets (what the Deno transport uses for TCP) read all the time too.
+    if (info.key === "deno") {
+      rawReading = await run("raw-reading");
+      rawNodeNet = await run("raw-node-net");
+    }
   } finally {
     await upstreams.close();
   }
@@ -236,6 +248,7 @@ async function main(args: string[]): Promise<void> {
       ["pool", pooled],
       ["raw native sockets, no pool", raw],
       ...(rawReading === undefined ? [] : [["the same, each with a read pending", rawReading]]),
+      ...(rawNodeNet === undefined ? [] : [["node:net sockets (Deno's own), reading", rawNodeNet]]),
     ].map(([label, result]) => {
       const each = result as PartResult;
       return [
@@ -278,6 +291,11 @@ async function main(args: string[]): Promise<void> {
       ...(rawReading === undefined ? [] : [{
         label: "RSS per raw native socket with a read pending",
         value: perConnection(rawReading),
+        unit: "B",
+      }]),
+      ...(rawNodeNet === undefined ? [] : [{
+        label: "RSS per raw node:net socket (Deno's own), reading",
+        value: perConnection(rawNodeNet),
         unit: "B",
       }]),
       { label: "JS heap per idle connection, pool", value: heapPerConnection(pooled), unit: "B" },

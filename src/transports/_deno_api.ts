@@ -46,13 +46,15 @@ export interface DenoRuntime {
   connect(options: { transport: "unix"; path: string }): Promise<DenoConn>;
   startTls(conn: DenoTcpConn, options: DenoStartTlsOptions): Promise<DenoTlsConn>;
   listen(options: { hostname: string; port: number; transport?: "tcp" }): DenoListener;
+  listen(options: { transport: "unix"; path: string }): DenoListener;
   permissions?: {
-    querySync?(descriptor: { name: "net"; host: string }): { state: string };
+    querySync?(descriptor: { name: "net"; host?: string }): { state: string };
   };
+  readonly build?: { readonly os?: string };
 }
 
 export function deno(): DenoRuntime {
-  const runtime = (globalThis as { Deno?: DenoRuntime }).Deno;
+  const runtime = (globalThis as unknown as { Deno?: DenoRuntime }).Deno;
   if (runtime === undefined) {
     throw new TypeError(
       "Cannot use denoTransport: the Deno global is missing (not running on Deno)",

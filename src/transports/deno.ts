@@ -31,17 +31,22 @@ import { unwritableChunk } from "./_chunks.ts";
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
 
-// Reads go into a per-connection buffer and are copied out with slice(0, n),
-// so a tiny chunk never pins a big buffer. The buffer starts small because an
-// idle connection holds it for as long as its read is pending; it grows 4x
-// when a read fills it and shrinks when reads come back far smaller. On
-// loopback this adaptive buffer gave 730-900 MiB/s for a 64 MiB echo, against
-// 400-525 for a fixed 4 KiB, 600-790 for 16 KiB and 500-810 for a fresh
-// 64 KiB buffer per read; small round trips cost the same with all of them.
+// Reads are copied out of the buffer they went into (slice), so a tiny chunk
+// never pins a big buffer. A read that follows a short one (the peer paused:
+// a reply ended, or the connection is about to sit idle) goes into a small
+// buffer of the connection's own, so the read an idle connection keeps
+// pending holds 512 bytes, not kilobytes. A read that fills its buffer is
+// followed by one into the big buffer, which starts at 4 KiB, grows 4x while
+// reads fill it and shrinks when they come back far smaller; an idle
+// connection lets go of it. On loopback such an adaptive big buffer gave
+// 730-900 MiB/s for a 64 MiB echo, against 400-525 for a fixed 4 KiB,
+// 600-790 for 16 KiB and 500-810 for a fresh 64 KiB buffer per read.
+const SMALL_READ_BUFFER = 512;
 const MIN_READ_BUFFER = 4 * 1024;
 const MAX_READ_BUFFER = 64 * 1024;
 
 const RESOLVED: Promise<void> = Promise.resolve();
+const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
 
 // Connections opened and not yet closed (settle() has nothing to do without
 // any), and completed reads of unref'd (idle) ones, which settle() watches.
@@ -54,7 +59,12 @@ function closedError(what: string): Error {
 /** One `Deno.TcpConn` or `Deno.UnixConn` behind the pull-based connection interface. */
 class DenoConnection implements TransportConnection {
   readonly #conn: DenoConn;
-  #buffer = new Uint8Array(MIN_READ_BUFFER);
+  readonly #small = new Uint8Array(SMALL_READ_BUFFER);
+  #big: Uint8Array | undefined;
+  /** The last read filled its buffer: the next one goes into the big buffer. */
+  #nextBig = false;
+  /** The buffer of the read in progress. */
+  #reading: Uint8Array = this.#small;
   #closed = false;
   #refed = true;
   readonly tls: TlsInfo | undefined;
@@ -64,29 +74,37 @@ class DenoConnection implements TransportConnection {
     this.tls = tls;
   }
 
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    let buffer = this.#buffer;
-    let n: number | null;
-    try {
-      n = await this.#conn.read(buffer);
-    } catch (error) {
-      if (!this.#refed) activity.idleReadsDone++;
-      // close() interrupts a pending read; report that as the end.
-      if (this.#closed) return null;
-      throw error;
-    }
+  // No async function of our own: one promise per read fewer.
+  read(): Promise<Uint8Array | null> {
+    if (this.#closed) return RESOLVED_NULL;
+    const buffer = this.#nextBig ? (this.#big ??= new Uint8Array(MIN_READ_BUFFER)) : this.#small;
+    this.#reading = buffer;
+    return this.#conn.read(buffer).then(this.#onRead, this.#onReadFailed);
+  }
+
+  // Bound once per connection, not per read.
+  #onRead = (n: number | null): Uint8Array | null => {
     if (!this.#refed) activity.idleReadsDone++;
     if (n === null) return null;
+    const buffer = this.#reading;
     const chunk = buffer.slice(0, n);
-    if (n === buffer.length && buffer.length < MAX_READ_BUFFER) {
-      buffer = new Uint8Array(buffer.length * 4);
-    } else if (n <= buffer.length >> 4 && buffer.length > MIN_READ_BUFFER) {
-      buffer = new Uint8Array(buffer.length >> 2);
+    this.#nextBig = n === buffer.length;
+    if (buffer !== this.#small) {
+      if (n === buffer.length && buffer.length < MAX_READ_BUFFER) {
+        this.#big = new Uint8Array(buffer.length * 4);
+      } else if (n <= buffer.length >> 4 && buffer.length > MIN_READ_BUFFER) {
+        this.#big = new Uint8Array(buffer.length >> 2);
+      }
     }
-    this.#buffer = buffer;
     return chunk;
-  }
+  };
+
+  #onReadFailed = (error: unknown): null => {
+    if (!this.#refed) activity.idleReadsDone++;
+    // close() interrupts a pending read; report that as the end.
+    if (this.#closed) return null;
+    throw error;
+  };
 
   async write(chunk: Uint8Array): Promise<void> {
     const invalid = unwritableChunk(chunk);
@@ -125,6 +143,9 @@ class DenoConnection implements TransportConnection {
 
   unref(): void {
     this.#refed = false;
+    // Idle: the next burst starts with a small buffer again (a read in
+    // progress keeps its own).
+    this.#big = undefined;
     if (!this.#closed) this.#conn.unref();
   }
 }
@@ -241,11 +262,13 @@ async function startTls(
  * `{ path }` addresses.
  *
  * Needs `--allow-net` for the upstreams, and for Unix sockets also
- * `--allow-read` and `--allow-write` for their paths. {@linkcode Transport.settle} costs
- * about 7 µs on Linux with a plain `--allow-net` (it pings over an abstract
- * Unix socket), about 12 µs when the program may listen on `127.0.0.1` (any
- * port, as with `--allow-net=127.0.0.1,...`, or on other systems); without
- * that permission it falls back to timers and costs about 4 ms.
+ * `--allow-read` and `--allow-write` for their paths. {@linkcode Transport.settle} is
+ * one extra turn of Deno's event loop, which a ping over a socket pair of
+ * its own forces: about 4.5-5 µs on Linux with a plain `--allow-net` (an
+ * abstract Unix socket), about twice that when the program may only listen
+ * on `127.0.0.1` (any port, as with `--allow-net=127.0.0.1,...`, or on
+ * other systems: TCP); without that permission it falls back to timers
+ * and costs about 4 ms.
  *
  * Connect errors are Deno's own; a failed DNS lookup gets
  * `code: "ENOTFOUND"` (or `"EAI_AGAIN"`), a refused connect already has
