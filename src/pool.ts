@@ -466,8 +466,9 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
 
   /**
    * Closes the idle connections to `address` now, and its borrowed ones
-   * when they come back (retained or not); connections opened from now on
-   * are kept as usual. For an upstream that moved or whose credentials
+   * when they come back (retained or not); connections being set up or
+   * validated are closed when that finishes (their acquires get another).
+   * Connections opened from now on are kept as usual. For an upstream that moved or whose credentials
    * changed.
    *
    * @param address The upstream.
