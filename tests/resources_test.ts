@@ -23,20 +23,9 @@ import { runFixture } from "./_subprocess.ts";
 import { runtime } from "./_runtime.ts";
 import { TestUpstream } from "./_upstream.ts";
 import { delay } from "./_async.ts";
+import type { Report } from "./_fixtures/resource_faults.ts";
 
 const linux = fs.existsSync("/proc/self/fd");
-
-interface Report {
-  scenario: string;
-  fds: { start: number; fault: number; closed: number };
-  waited: { connecting: number; fds: number };
-  synSent: { fault: number; closed: number };
-  codes: string[];
-  fault: { idle: number; borrowed: number; connecting: number; waiting: number };
-  closed: { idle: number; borrowed: number; connecting: number; waiting: number };
-  notes: Record<string, unknown>;
-  closedAt: number;
-}
 
 /** A detached chunk: a view whose buffer was transferred away. */
 function detachedChunk(): Uint8Array {

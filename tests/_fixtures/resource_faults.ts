@@ -31,7 +31,8 @@ interface Config {
   otherCa?: string;
 }
 
-interface Report {
+/** What the fixture prints for the test (tests/resources_test.ts reads it). */
+export interface Report {
   scenario: string;
   fds: { start: number; fault: number; closed: number };
   /**
