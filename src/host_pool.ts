@@ -2,6 +2,10 @@
 // is which collection holds it (setting up, idle, validating, borrowed) or,
 // before its socket exists, the connecting count. Only the lifecycle moves
 // sockets between them (lifecycle.ts); the scheduler reads them.
+//
+// The collections other than the idle list are intrusive lists: the links
+// live on the socket itself (a socket is in one of them at a time), so a
+// move between phases touches a few fields and allocates or hashes nothing.
 import type { ResolvedAddress } from "./address.ts";
 import type { AddressPolicy, PoolPolicy } from "./options.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
@@ -20,11 +24,11 @@ export class HostPool {
   readonly policy: AddressPolicy;
   /** Idle sockets in the order they became idle (oldest first). */
   readonly idle: PooledSocket[] = [];
-  readonly settingUp: Set<PooledSocket> = new Set();
+  readonly settingUp: SocketList = new SocketList();
   /** Idle sockets promised to an acquire that waits for its settle turn. */
-  readonly reserved: Set<PooledSocket> = new Set();
-  readonly validating: Set<PooledSocket> = new Set();
-  readonly borrowed: Set<PooledSocket> = new Set();
+  readonly reserved: SocketList = new SocketList();
+  readonly validating: SocketList = new SocketList();
+  readonly borrowed: SocketList = new SocketList();
   readonly waiters: WaitQueue = new WaitQueue();
   /** Acquires that want a newly opened connection (retries): only a connect serves them. */
   readonly freshWaiters: WaitQueue = new WaitQueue();
@@ -128,5 +132,57 @@ export class HostPool {
     if (at === -1) return false;
     idle.splice(at, 1);
     return true;
+  }
+}
+
+/**
+ * Sockets in the order they were added, linked through their own `prev`,
+ * `next` and `list` fields: adding and deleting are a few field writes. A
+ * socket is in at most one list at a time.
+ */
+export class SocketList implements Iterable<PooledSocket> {
+  size = 0;
+  #head: PooledSocket | undefined = undefined;
+  #tail: PooledSocket | undefined = undefined;
+
+  /** The oldest socket added, if any. */
+  get first(): PooledSocket | undefined {
+    return this.#head;
+  }
+
+  /** Appends `socket`, which must be in no list. */
+  add(socket: PooledSocket): void {
+    const tail = this.#tail;
+    socket.list = this;
+    socket.prev = tail;
+    socket.next = undefined;
+    if (tail === undefined) this.#head = socket;
+    else tail.next = socket;
+    this.#tail = socket;
+    this.size++;
+  }
+
+  has(socket: PooledSocket): boolean {
+    return socket.list === this;
+  }
+
+  /** Takes `socket` out; false if it was not in this list. */
+  delete(socket: PooledSocket): boolean {
+    if (socket.list !== this) return false;
+    const { prev, next } = socket;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next === undefined) this.#tail = prev;
+    else next.prev = prev;
+    socket.list = socket.prev = socket.next = undefined;
+    this.size--;
+    return true;
+  }
+
+  /** A snapshot: sockets added or deleted meanwhile do not change it (iteration is rare). */
+  [Symbol.iterator](): Iterator<PooledSocket> {
+    const sockets: PooledSocket[] = [];
+    for (let socket = this.#head; socket !== undefined; socket = socket.next) sockets.push(socket);
+    return sockets[Symbol.iterator]();
   }
 }

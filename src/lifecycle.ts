@@ -7,7 +7,7 @@
 import type { ResolvedAddress } from "./address.ts";
 import type { Lease } from "./connection.ts";
 import type { CloseReason, ExpireEvent, PoolEvent } from "./events.ts";
-import { HostPool } from "./host_pool.ts";
+import { HostPool, SocketList } from "./host_pool.ts";
 import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import type { PoolPolicy } from "./options.ts";
@@ -66,7 +66,7 @@ export class Lifecycle {
   /** Connections in every phase, all addresses (checked against maxTotal). */
   size = 0;
   /** Every idle socket, least recently idle first (for maxIdle and maxTotal). */
-  readonly idleLru: Set<PooledSocket> = new Set();
+  readonly idleLru: SocketList = new SocketList();
   /**
    * Orders waiters' arrivals and sockets becoming idle, so that a settle
    * turn knows which of them it vouches for.
@@ -261,25 +261,12 @@ export class Lifecycle {
 
   // Takes the socket out of the collection of the phase it is in.
   #leave(socket: PooledSocket, host: HostPool): void {
-    switch (socket.phase) {
-      case "idle":
-        host.removeIdle(socket);
-        this.idleLru.delete(socket);
-        break;
-      case "borrowed":
-        if (host.borrowed.delete(socket) && socket.holder !== undefined) {
-          this.#leaks?.delete(socket.holder as Lease);
-        }
-        break;
-      case "reserved":
-        host.reserved.delete(socket);
-        break;
-      case "setting-up":
-        host.settingUp.delete(socket);
-        break;
-      case "validating":
-        host.validating.delete(socket);
-        break;
+    const phase = socket.phase;
+    if (phase === "idle") host.removeIdle(socket);
+    else if (phase === "borrowed" && socket.list === host.borrowed && socket.holder !== undefined) {
+      this.#leaks?.delete(socket.holder as Lease);
     }
+    // The idle LRU, or the address's list of its phase.
+    socket.list?.delete(socket);
   }
 }

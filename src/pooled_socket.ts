@@ -12,6 +12,7 @@
 // so no chunk can be stranded.
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
+import type { SocketList } from "./host_pool.ts";
 import type { TransportConnection } from "./transports/transport.ts";
 
 /** What one transport read produced. */
@@ -77,6 +78,14 @@ export class PooledSocket {
   reusable = true;
   /** Bytes received since the current holder took the socket. */
   received = 0;
+  /**
+   * The list of its phase it is in (the address's reserved, borrowed,
+   * setting-up or validating list, or while idle the pool-wide idle LRU),
+   * and its neighbours there: see SocketList. Only the lifecycle moves it.
+   */
+  list: SocketList | undefined = undefined;
+  prev: PooledSocket | undefined = undefined;
+  next: PooledSocket | undefined = undefined;
 
   #owner: SocketOwner;
   #reading = false;

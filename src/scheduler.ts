@@ -176,7 +176,11 @@ export class Scheduler {
     const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
     const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
     this.#life.toBorrowed(socket, host, lease, waitMs);
-    this.dispatch(host); // the minIdle upkeep replaces it
+    // The minIdle upkeep replaces it, and acquires that came meanwhile are served;
+    // with neither, dispatch would find nothing to do.
+    if (host.minIdle > 0 || host.waiters.size > 0 || host.freshWaiters.size > 0) {
+      this.dispatch(host);
+    }
     return lease;
   }
 
@@ -263,14 +267,16 @@ export class Scheduler {
       needed--;
     }
     if (needed > 0) host.waiters.markWaiting(needed, performance.now());
-    this.#upkeep.refill(host, (count) => {
-      let started = 0;
-      while (started < count && this.#mayConnect(host)) {
-        this.#connect(host, undefined);
-        started++;
-      }
-      return started;
-    });
+    if (host.minIdle > 0) {
+      this.#upkeep.refill(host, (count) => {
+        let started = 0;
+        while (started < count && this.#mayConnect(host)) {
+          this.#connect(host, undefined);
+          started++;
+        }
+        return started;
+      });
+    }
     this.#life.forgetIfEmpty(host);
   }
 
@@ -510,7 +516,8 @@ export class Scheduler {
         if (victim === undefined) expiry = "max-idle";
       }
     }
-    return expiry === undefined ? { victim } : { close: "expired", expiry };
+    if (expiry !== undefined) return { close: "expired", expiry };
+    return victim === undefined ? KEEP : { victim };
   }
 
   // ---- connects ---------------------------------------------------------------
@@ -547,7 +554,8 @@ export class Scheduler {
 
   /** The least recently used idle socket whose address does not need it. */
   #evictable(except: HostPool | undefined): PooledSocket | undefined {
-    for (const socket of this.#life.idleLru) {
+    // Walked in place: the list may hold every idle socket of the pool.
+    for (let socket = this.#life.idleLru.first; socket !== undefined; socket = socket.next) {
       const owner = this.#life.hosts.get(socket.address.key)!;
       if (owner !== except && owner.waiters.size === 0) return socket;
     }
@@ -748,6 +756,9 @@ interface IdleVerdict {
   expiry?: ExpireReason;
   victim?: PooledSocket;
 }
+
+/** The common verdict, shared: it goes idle and evicts nothing. */
+const KEEP: IdleVerdict = Object.freeze({});
 
 /** A socket reserved by an acquire that arrived after `seq`, if any. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {

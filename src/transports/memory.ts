@@ -193,6 +193,7 @@ class DeliveryTurns {
   }
 
   run(): void {
+    if (this.#due.size === 0) return; // a timer still set finds nothing either
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     const due = [...this.#due];
