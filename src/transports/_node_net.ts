@@ -9,6 +9,7 @@ import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
 import { keepAliveDelay } from "./_keepalive.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -41,10 +42,13 @@ export class NodeConnection implements TransportConnection {
   #closed = false;
   #resolveDrain: (() => void) | undefined;
   #rejectDrain: ((error: unknown) => void) | undefined;
+  /** ref()/unref(), the unref deferred (_lazy_unref.ts). */
+  readonly #lazyRef: LazyRef;
   readonly tls: TlsInfo | undefined;
 
   constructor(socket: net.Socket, tls?: TlsInfo) {
     this.#socket = socket;
+    this.#lazyRef = new LazyRef(socket);
     this.tls = tls;
     this.#received = new ReceiveQueue(socket);
     socket.on("data", this.#onData);
@@ -99,6 +103,7 @@ export class NodeConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lazyRef.close();
     this.#socket.destroy();
     this.#received.close(true);
     this.#failWrite(closedError("write"));
@@ -106,11 +111,11 @@ export class NodeConnection implements TransportConnection {
 
   // A destroyed socket would only queue the call for a 'connect' that never comes.
   ref(): void {
-    if (!this.#closed) this.#socket.ref();
+    if (!this.#closed) this.#lazyRef.ref();
   }
 
   unref(): void {
-    if (!this.#closed) this.#socket.unref();
+    if (!this.#closed) this.#lazyRef.unref();
   }
 
   // Handlers are arrow-function fields: bound once per connection, not per event.
@@ -130,6 +135,7 @@ export class NodeConnection implements TransportConnection {
 
   #onClose = (): void => {
     this.#closed = true;
+    this.#lazyRef.close();
     this.#received.close(false);
     this.#failWrite(this.#received.error ?? closedError("write"));
   };

@@ -35,6 +35,7 @@ import type {
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 import { closedError, connectNodeSocket, NodeConnection } from "./_node_net.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
@@ -90,6 +91,8 @@ interface PendingShutdown {
 /** One native Bun socket behind the pull-based connection interface. */
 class BunConnection implements TransportConnection {
   readonly #socket: BunSocket;
+  /** ref()/unref(), the unref deferred (_lazy_unref.ts). */
+  readonly #lazyRef: LazyRef;
   readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
   #closed = false;
@@ -108,6 +111,7 @@ class BunConnection implements TransportConnection {
     saveSession: { key: string; sessions: TlsSessionCache } | undefined,
   ) {
     this.#socket = socket;
+    this.#lazyRef = new LazyRef(socket);
     this.#received = new ReceiveQueue(socket);
     this.tls = tls;
     this.#saveSession = saveSession;
@@ -171,6 +175,7 @@ class BunConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lazyRef.close();
     this.#received.close(true);
     this.#failWrites();
     // Fires our close handler synchronously; #closed makes it a no-op.
@@ -178,11 +183,11 @@ class BunConnection implements TransportConnection {
   }
 
   ref(): void {
-    if (!this.#closed) this.#socket.ref();
+    if (!this.#closed) this.#lazyRef.ref();
   }
 
   unref(): void {
-    if (!this.#closed) this.#socket.unref();
+    if (!this.#closed) this.#lazyRef.unref();
   }
 
   /** Fails the writes still waiting for `drain`, and a waiting half-close. */
@@ -246,6 +251,7 @@ class BunConnection implements TransportConnection {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
+      connection.#lazyRef.close();
       if (error !== undefined) connection.#received.fail(error);
       connection.#received.close(false);
       connection.#failWrites();

@@ -27,6 +27,7 @@ import { closeQuietly, deno, type DenoConn, type DenoTcpConn } from "./_deno_api
 import { ReactorTurn } from "./_deno_reactor_turn.ts";
 import { tlsHandshakeError, tlsUnsupportedError } from "./_tls.ts";
 import { unwritableChunk } from "./_chunks.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -67,10 +68,13 @@ class DenoConnection implements TransportConnection {
   #reading: Uint8Array = this.#small;
   #closed = false;
   #refed = true;
+  /** The native ref()/unref(), the unref deferred (_lazy_unref.ts); `#refed` is what was asked. */
+  readonly #lazyRef: LazyRef;
   readonly tls: TlsInfo | undefined;
 
   constructor(conn: DenoConn, tls?: TlsInfo) {
     this.#conn = conn;
+    this.#lazyRef = new LazyRef(conn);
     this.tls = tls;
   }
 
@@ -128,6 +132,7 @@ class DenoConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#lazyRef.close();
     try {
       this.#conn.close();
     } catch {
@@ -138,7 +143,7 @@ class DenoConnection implements TransportConnection {
 
   ref(): void {
     this.#refed = true;
-    if (!this.#closed) this.#conn.ref();
+    if (!this.#closed) this.#lazyRef.ref();
   }
 
   unref(): void {
@@ -146,7 +151,7 @@ class DenoConnection implements TransportConnection {
     // Idle: the next burst starts with a small buffer again (a read in
     // progress keeps its own).
     this.#big = undefined;
-    if (!this.#closed) this.#conn.unref();
+    if (!this.#closed) this.#lazyRef.unref();
   }
 }
 
