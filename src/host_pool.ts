@@ -6,6 +6,10 @@
 // The collections other than the idle list are intrusive lists: the links
 // live on the socket itself (a socket is in one of them at a time), so a
 // move between phases touches a few fields and allocates or hashes nothing.
+// Reserved and borrowed sockets, the phases every acquire passes through,
+// are in pool-wide lists (lifecycle.ts) and only counted here: an acquire
+// among thousands of addresses then touches as few of this address's
+// objects as it can, all of them cold.
 import type { ResolvedAddress } from "./address.ts";
 import type { AddressPolicy, PoolPolicy } from "./options.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
@@ -19,16 +23,21 @@ export interface Warmer {
   reject(error: unknown): void;
 }
 
+const NO_WARMERS: readonly Warmer[] = Object.freeze([]);
+
 export class HostPool {
   readonly address: ResolvedAddress;
   readonly policy: AddressPolicy;
   /** Idle sockets in the order they became idle (oldest first). */
   readonly idle: PooledSocket[] = [];
   readonly settingUp: SocketList = new SocketList();
-  /** Idle sockets promised to an acquire that waits for its settle turn. */
-  readonly reserved: SocketList = new SocketList();
   readonly validating: SocketList = new SocketList();
-  readonly borrowed: SocketList = new SocketList();
+  /** Idle sockets promised to an acquire that waits for its settle turn (in `shared.reserved`). */
+  reservedCount = 0;
+  /** Sockets lent to borrowers (in `shared.borrowed`). */
+  borrowedCount = 0;
+  /** The pool-wide lists of reserved and borrowed sockets. */
+  readonly shared: SharedLists;
   readonly waiters: WaitQueue = new WaitQueue();
   /** Acquires that want a newly opened connection (retries): only a connect serves them. */
   readonly freshWaiters: WaitQueue = new WaitQueue();
@@ -62,18 +71,38 @@ export class HostPool {
   expiryAt = Infinity;
   /** Bumped by drain(): sockets opened before are closed when they come back. */
   epoch = 0;
-  warmers: Warmer[] = [];
+  /**
+   * Replaced, never pushed to: at first the one shared empty array, so that
+   * the check at every return (upkeep.ts) reads no object of this address's.
+   */
+  warmers: readonly Warmer[] = NO_WARMERS;
 
-  constructor(address: ResolvedAddress, policy: AddressPolicy, minIdleAsked: boolean) {
+  constructor(
+    address: ResolvedAddress,
+    policy: AddressPolicy,
+    minIdleAsked: boolean,
+    shared: SharedLists,
+  ) {
     this.address = address;
+    this.shared = shared;
     this.policy = policy;
     this.minIdle = policy.minIdlePerHost;
     this.minIdleAsked = minIdleAsked && policy.minIdlePerHost > 0;
   }
 
+  /** This address's reserved sockets (a snapshot, from the pool-wide list). */
+  get reserved(): PooledSocket[] {
+    return this.reservedCount === 0 ? [] : this.#mine(this.shared.reserved);
+  }
+
+  /** This address's borrowed sockets (a snapshot, from the pool-wide list). */
+  get borrowed(): PooledSocket[] {
+    return this.borrowedCount === 0 ? [] : this.#mine(this.shared.borrowed);
+  }
+
   /** Connections to this address in every phase. */
   get size(): number {
-    return this.idle.length + this.reserved.size + this.borrowed.size + this.connecting +
+    return this.idle.length + this.reservedCount + this.borrowedCount + this.connecting +
       this.settingUp.size + this.validating.size;
   }
 
@@ -83,7 +112,7 @@ export class HostPool {
    */
   get waiting(): number {
     return this.waiters.size + this.freshWaiters.size + this.waitersValidating +
-      this.reserved.size;
+      this.reservedCount;
   }
 
   /** Connections that will be ready for waiters without a new connect. */
@@ -95,6 +124,17 @@ export class HostPool {
   get empty(): boolean {
     return this.size === 0 && this.waiting === 0 && this.minIdle === 0 &&
       this.warmers.length === 0 && this.backoffTimer === undefined;
+  }
+
+  // A live socket in a pool-wide list belongs to the entry of its address's
+  // key: an entry is forgotten only once it holds nothing.
+  #mine(list: SocketList): PooledSocket[] {
+    const key = this.address.key;
+    const mine: PooledSocket[] = [];
+    for (let socket = list.first; socket !== undefined; socket = socket.next) {
+      if (socket.address.key === key) mine.push(socket);
+    }
+    return mine;
   }
 
   /**
@@ -133,6 +173,12 @@ export class HostPool {
     idle.splice(at, 1);
     return true;
   }
+}
+
+/** Lists of sockets in one phase, all addresses. */
+export interface SharedLists {
+  readonly reserved: SocketList;
+  readonly borrowed: SocketList;
 }
 
 /**

@@ -90,7 +90,7 @@ export class PooledSocket {
   #owner: SocketOwner;
   #reading = false;
   /** Read results nobody has taken yet, oldest first (bytes put back go in front). */
-  #unread: ReadOutcome[] = [];
+  #unread: ReadOutcome[] | undefined = undefined; // made when needed: most sockets never hold any
   #reader: PendingRead | null = null;
   #ended = false;
   /** The first failure of the connection, as the runtime reported it. */
@@ -113,7 +113,7 @@ export class PooledSocket {
 
   /** True while bytes, EOF or an error wait in the socket unread. */
   get hasUnread(): boolean {
-    return this.#unread.length > 0;
+    return this.#unread !== undefined;
   }
 
   /** True while a write is still in progress. */
@@ -128,7 +128,7 @@ export class PooledSocket {
 
   /** Could go back to the idle list as it is: open, clean, nothing pending. */
   get clean(): boolean {
-    return this.reusable && this.#unread.length === 0 && this.#writes === 0;
+    return this.reusable && this.#unread === undefined && this.#writes === 0;
   }
 
   /** Starts the idle watch: a read whose every outcome means "broken". */
@@ -185,7 +185,7 @@ export class PooledSocket {
         new TypeError("Cannot read: another read on this connection is still pending"),
       );
     }
-    const unread = this.#unread.shift();
+    const unread = this.#takeUnread();
     if (unread !== undefined) {
       this.#ensureReading();
       return this.#settle(unread);
@@ -231,7 +231,7 @@ export class PooledSocket {
 
   /** Puts bytes back in front of the receive queue; the next read returns them first. */
   unread(chunk: Uint8Array): void {
-    if (chunk.length > 0) this.#unread.unshift({ chunk });
+    if (chunk.length > 0) (this.#unread ??= []).unshift({ chunk });
   }
 
   write(chunk: Uint8Array): Promise<void> {
@@ -284,7 +284,7 @@ export class PooledSocket {
 
   #ensureReading(): void {
     if (this.#reading || this.#ended || this.#failure !== undefined) return;
-    if (this.#unread.length > 0) return;
+    if (this.#unread !== undefined) return;
     this.#reading = true;
     let pending: Promise<Uint8Array | null>;
     try {
@@ -317,7 +317,7 @@ export class PooledSocket {
     }
     const reader = this.#reader;
     if (reader === null) {
-      this.#unread.push(outcome);
+      (this.#unread ??= []).push(outcome);
       return;
     }
     this.#reader = null;
@@ -326,6 +326,15 @@ export class PooledSocket {
       this.#ensureReading();
     } else if ("eof" in outcome) reader.resolve(null);
     else reader.reject(outcome.error);
+  }
+
+  /** The oldest unread outcome, if any; the queue is dropped once empty. */
+  #takeUnread(): ReadOutcome | undefined {
+    const unread = this.#unread;
+    if (unread === undefined) return undefined;
+    const outcome = unread.shift();
+    if (unread.length === 0) this.#unread = undefined;
+    return outcome;
   }
 
   #settle(outcome: ReadOutcome): Promise<Uint8Array | null> {

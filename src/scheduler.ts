@@ -177,8 +177,9 @@ export class Scheduler {
     const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
     this.#life.toBorrowed(socket, host, lease, waitMs);
     // The minIdle upkeep replaces it, and acquires that came meanwhile are served;
-    // with neither, dispatch would find nothing to do.
-    if (host.minIdle > 0 || host.waiters.size > 0 || host.freshWaiters.size > 0) {
+    // with neither, dispatch would find nothing to do. (Fresh waiters need
+    // no look: this hand-out freed no slot and started no connect.)
+    if (host.minIdle > 0 || host.waiters.size > 0) {
       this.dispatch(host);
     }
     return lease;
@@ -233,7 +234,7 @@ export class Scheduler {
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      host.warmers.push({ target: count, resolve, reject });
+      host.warmers = [...host.warmers, { target: count, resolve, reject }];
       this.dispatch(host);
       if (host.coming === 0 && host.backoffTimer === undefined) {
         host.warmers = host.warmers.filter((warmer) => warmer.resolve !== resolve);
@@ -344,7 +345,9 @@ export class Scheduler {
       for (const waiter of [...host.waiters.drain(), ...host.freshWaiters.drain()]) {
         this.#settleWaiter(waiter).reject(closedError(host.address.key));
       }
-      for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
+      const warmers = host.warmers;
+      host.warmers = [];
+      for (const warmer of warmers) warmer.reject(closedError(host.address.key));
       for (const socket of host.validating) {
         const waiter = this.#validatingFor.get(socket);
         if (waiter === undefined || waiter.done) continue;
@@ -655,7 +658,9 @@ export class Scheduler {
     this.#life.totals.failed++;
     host.healthy = false;
     host.lastError = error;
-    for (const warmer of host.warmers.splice(0)) warmer.reject(error);
+    const warmers = host.warmers;
+    host.warmers = [];
+    for (const warmer of warmers) warmer.reject(error);
     if (requester !== undefined) requester.reject(error);
     else if (!this.#closed) {
       const line = host.freshWaiters.size > 0 ? host.freshWaiters : host.waiters;
@@ -762,6 +767,7 @@ const KEEP: IdleVerdict = Object.freeze({});
 
 /** A socket reserved by an acquire that arrived after `seq`, if any. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
+  if (host.reservedCount === 0) return undefined;
   for (const socket of host.reserved) if (socket.reservedBy > seq) return socket;
   return undefined;
 }
