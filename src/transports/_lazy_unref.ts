@@ -15,43 +15,38 @@ import { unrefTimeout } from "../_timers.ts";
 /** How often marked connections are swept; the longest they stay ref'd is twice this. */
 export const SWEEP_MS = 25;
 
-/** What ref() and unref() reach natively. */
-interface NativeRef {
-  ref(): void;
-  unref(): void;
-}
-
 let marked: LazyRef[] = [];
 let sweeps = 0;
 let sweepTimer: ReturnType<typeof setTimeout> | undefined;
 
-/** The ref state of one connection: what was asked, and what the socket is. */
-export class LazyRef {
-  readonly #native: NativeRef;
+/**
+ * The base of a transport connection: its ref() and unref(), and what the
+ * socket natively is. A base class rather than a field, so that an acquire
+ * touches one object of the connection's, not two.
+ */
+export abstract class LazyRef {
   /** What the last call asked for. */
   #wanted = true;
-  /** What the socket natively is. */
+  /** What the socket natively is (a new socket is ref'd). */
   #refed = true;
-  #closed = false;
+  #refsStopped = false;
   /** In `marked`, and since which sweep. */
   #queued = false;
   #since = 0;
 
-  /** `native` starts ref'd, as a new socket does. */
-  constructor(native: NativeRef) {
-    this.#native = native;
-  }
+  /** Refs (`true`) or unrefs the socket natively. */
+  protected abstract nativeRef(refed: boolean): void;
 
   ref(): void {
     this.#wanted = true;
-    if (this.#refed || this.#closed) return;
+    if (this.#refed || this.#refsStopped) return;
     this.#refed = true;
-    this.#native.ref();
+    this.nativeRef(true);
   }
 
   unref(): void {
     this.#wanted = false;
-    if (!this.#refed || this.#closed) return;
+    if (!this.#refed || this.#refsStopped) return;
     this.#since = sweeps;
     if (this.#queued) return;
     this.#queued = true;
@@ -60,13 +55,13 @@ export class LazyRef {
   }
 
   /** The socket is closed (or closing): nothing is called on it any more. */
-  close(): void {
-    this.#closed = true;
+  protected stopRefs(): void {
+    this.#refsStopped = true;
   }
 
   /** Called by the sweep: true if it stays marked until the next one. */
-  sweep(): boolean {
-    if (this.#wanted || !this.#refed || this.#closed) {
+  sweepUnref(): boolean {
+    if (this.#wanted || !this.#refed || this.#refsStopped) {
       this.#queued = false;
       return false;
     }
@@ -74,7 +69,7 @@ export class LazyRef {
     this.#queued = false;
     this.#refed = false;
     try {
-      this.#native.unref();
+      this.nativeRef(false);
     } catch {
       // A socket the runtime already let go of: nothing to unref.
     }
@@ -86,7 +81,7 @@ function sweep(): void {
   sweepTimer = undefined;
   const due = marked;
   marked = [];
-  for (const connection of due) if (connection.sweep()) marked.push(connection);
+  for (const connection of due) if (connection.sweepUnref()) marked.push(connection);
   sweeps++;
   if (marked.length > 0) sweepTimer = unrefTimeout(sweep, SWEEP_MS);
 }

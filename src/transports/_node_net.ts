@@ -35,20 +35,18 @@ export function closedError(what: string): Error {
  * through the shared receive queue (which pauses the socket when a reader
  * falls behind); writes wait for `'drain'` when Node's buffer is full.
  */
-export class NodeConnection implements TransportConnection {
+export class NodeConnection extends LazyRef implements TransportConnection {
   readonly #socket: net.Socket;
   readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
   #closed = false;
   #resolveDrain: (() => void) | undefined;
   #rejectDrain: ((error: unknown) => void) | undefined;
-  /** ref()/unref(), the unref deferred (_lazy_unref.ts). */
-  readonly #lazyRef: LazyRef;
   readonly tls: TlsInfo | undefined;
 
   constructor(socket: net.Socket, tls?: TlsInfo) {
+    super();
     this.#socket = socket;
-    this.#lazyRef = new LazyRef(socket);
     this.tls = tls;
     this.#received = new ReceiveQueue(socket);
     socket.on("data", this.#onData);
@@ -103,19 +101,18 @@ export class NodeConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#lazyRef.close();
+    this.stopRefs();
     this.#socket.destroy();
     this.#received.close(true);
     this.#failWrite(closedError("write"));
   }
 
   // A destroyed socket would only queue the call for a 'connect' that never comes.
-  ref(): void {
-    if (!this.#closed) this.#lazyRef.ref();
-  }
-
-  unref(): void {
-    if (!this.#closed) this.#lazyRef.unref();
+  // ref() and unref() come from LazyRef, which calls this at most once per sweep.
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#socket.ref();
+    else this.#socket.unref();
   }
 
   // Handlers are arrow-function fields: bound once per connection, not per event.
@@ -135,7 +132,7 @@ export class NodeConnection implements TransportConnection {
 
   #onClose = (): void => {
     this.#closed = true;
-    this.#lazyRef.close();
+    this.stopRefs();
     this.#received.close(false);
     this.#failWrite(this.#received.error ?? closedError("write"));
   };

@@ -89,10 +89,8 @@ interface PendingShutdown {
 }
 
 /** One native Bun socket behind the pull-based connection interface. */
-class BunConnection implements TransportConnection {
+class BunConnection extends LazyRef implements TransportConnection {
   readonly #socket: BunSocket;
-  /** ref()/unref(), the unref deferred (_lazy_unref.ts). */
-  readonly #lazyRef: LazyRef;
   readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
   #closed = false;
@@ -110,8 +108,8 @@ class BunConnection implements TransportConnection {
     tls: TlsInfo | undefined,
     saveSession: { key: string; sessions: TlsSessionCache } | undefined,
   ) {
+    super();
     this.#socket = socket;
-    this.#lazyRef = new LazyRef(socket);
     this.#received = new ReceiveQueue(socket);
     this.tls = tls;
     this.#saveSession = saveSession;
@@ -175,19 +173,18 @@ class BunConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#lazyRef.close();
+    this.stopRefs();
     this.#received.close(true);
     this.#failWrites();
     // Fires our close handler synchronously; #closed makes it a no-op.
     this.#socket.end();
   }
 
-  ref(): void {
-    if (!this.#closed) this.#lazyRef.ref();
-  }
-
-  unref(): void {
-    if (!this.#closed) this.#lazyRef.unref();
+  // ref() and unref() come from LazyRef, which calls this at most once per sweep.
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#socket.ref();
+    else this.#socket.unref();
   }
 
   /** Fails the writes still waiting for `drain`, and a waiting half-close. */
@@ -251,7 +248,7 @@ class BunConnection implements TransportConnection {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
-      connection.#lazyRef.close();
+      connection.stopRefs();
       if (error !== undefined) connection.#received.fail(error);
       connection.#received.close(false);
       connection.#failWrites();

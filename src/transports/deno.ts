@@ -58,7 +58,7 @@ function closedError(what: string): Error {
 }
 
 /** One `Deno.TcpConn` or `Deno.UnixConn` behind the pull-based connection interface. */
-class DenoConnection implements TransportConnection {
+class DenoConnection extends LazyRef implements TransportConnection {
   readonly #conn: DenoConn;
   readonly #small = new Uint8Array(SMALL_READ_BUFFER);
   #big: Uint8Array | undefined;
@@ -68,13 +68,11 @@ class DenoConnection implements TransportConnection {
   #reading: Uint8Array = this.#small;
   #closed = false;
   #refed = true;
-  /** The native ref()/unref(), the unref deferred (_lazy_unref.ts); `#refed` is what was asked. */
-  readonly #lazyRef: LazyRef;
   readonly tls: TlsInfo | undefined;
 
   constructor(conn: DenoConn, tls?: TlsInfo) {
+    super();
     this.#conn = conn;
-    this.#lazyRef = new LazyRef(conn);
     this.tls = tls;
   }
 
@@ -132,7 +130,7 @@ class DenoConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#lazyRef.close();
+    this.stopRefs();
     try {
       this.#conn.close();
     } catch {
@@ -141,17 +139,24 @@ class DenoConnection implements TransportConnection {
     connectionClosed();
   }
 
-  ref(): void {
-    this.#refed = true;
-    if (!this.#closed) this.#lazyRef.ref();
+  // LazyRef calls this at most once per sweep; `#refed` is what was asked.
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#conn.ref();
+    else this.#conn.unref();
   }
 
-  unref(): void {
+  override ref(): void {
+    this.#refed = true;
+    super.ref();
+  }
+
+  override unref(): void {
     this.#refed = false;
     // Idle: the next burst starts with a small buffer again (a read in
     // progress keeps its own).
     this.#big = undefined;
-    if (!this.#closed) this.#lazyRef.unref();
+    super.unref();
   }
 }
 
