@@ -16,6 +16,8 @@ import { unrefTimeout } from "../_timers.ts";
 export const SWEEP_MS = 25;
 
 let marked: LazyRef[] = [];
+/** Connections in `marked` still open: with none, the sweep timer is cleared at once. */
+let markedOpen = 0;
 let sweeps = 0;
 let sweepTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -50,6 +52,7 @@ export abstract class LazyRef {
     this.#since = sweeps;
     if (this.#queued) return;
     this.#queued = true;
+    markedOpen++;
     marked.push(this);
     sweepTimer ??= unrefTimeout(sweep, SWEEP_MS);
   }
@@ -57,16 +60,22 @@ export abstract class LazyRef {
   /** The socket is closed (or closing): nothing is called on it any more. */
   protected stopRefs(): void {
     this.#refsStopped = true;
+    if (!this.#queued) return;
+    this.#queued = false;
+    // The last open one marked: no timer is left behind a closed pool.
+    if (--markedOpen > 0) return;
+    clearTimeout(sweepTimer);
+    sweepTimer = undefined;
+    marked = [];
   }
 
   /** Called by the sweep: true if it stays marked until the next one. */
   sweepUnref(): boolean {
-    if (this.#wanted || !this.#refed || this.#refsStopped) {
-      this.#queued = false;
-      return false;
-    }
-    if (this.#since === sweeps) return true; // marked since the last sweep: not yet
+    if (!this.#queued) return false; // closed meanwhile
+    if (!this.#wanted && this.#since === sweeps) return true; // marked since the last sweep: not yet
     this.#queued = false;
+    markedOpen--;
+    if (this.#wanted) return false;
     this.#refed = false;
     try {
       this.nativeRef(false);
