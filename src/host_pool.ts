@@ -232,3 +232,65 @@ export class SocketList implements Iterable<PooledSocket> {
     return sockets[Symbol.iterator]();
   }
 }
+
+/**
+ * Every idle socket of the pool, least recently idle first (for maxIdle and
+ * maxTotal). An array in the order sockets went idle; taking a socket out
+ * only clears its `lruSeq`, and the stale entry is skipped (and dropped when
+ * the array is compacted). A linked list would touch the socket's two
+ * neighbours at every hand-out, both cold among thousands of idle sockets.
+ */
+export class IdleLru {
+  /** Idle sockets in it. */
+  size = 0;
+  #sockets: PooledSocket[] = [];
+  /** The `lruSeq` each entry was added with: an entry is live while its socket still has it. */
+  #seqs: number[] = [];
+  /** Entries before this one are all stale. */
+  #start = 0;
+  #seq = 0;
+
+  add(socket: PooledSocket): void {
+    const seq = ++this.#seq;
+    socket.lruSeq = seq;
+    this.#sockets.push(socket);
+    this.#seqs.push(seq);
+    this.size++;
+    if (this.#sockets.length > 2 * this.size + 64) this.#compact();
+  }
+
+  delete(socket: PooledSocket): boolean {
+    if (socket.lruSeq === 0) return false;
+    socket.lruSeq = 0;
+    this.size--;
+    return true;
+  }
+
+  /** The least recently idle socket that passes `test`, if any. */
+  find(test: (socket: PooledSocket) => boolean): PooledSocket | undefined {
+    const sockets = this.#sockets;
+    const seqs = this.#seqs;
+    while (this.#start < sockets.length && sockets[this.#start]!.lruSeq !== seqs[this.#start]) {
+      this.#start++;
+    }
+    for (let at = this.#start; at < sockets.length; at++) {
+      const socket = sockets[at]!;
+      if (socket.lruSeq === seqs[at] && test(socket)) return socket;
+    }
+    return undefined;
+  }
+
+  #compact(): void {
+    const sockets: PooledSocket[] = [];
+    const seqs: number[] = [];
+    for (let at = this.#start; at < this.#sockets.length; at++) {
+      const socket = this.#sockets[at]!;
+      if (socket.lruSeq !== this.#seqs[at]) continue;
+      sockets.push(socket);
+      seqs.push(this.#seqs[at]!);
+    }
+    this.#sockets = sockets;
+    this.#seqs = seqs;
+    this.#start = 0;
+  }
+}

@@ -7,7 +7,7 @@
 import type { ResolvedAddress } from "./address.ts";
 import type { Lease } from "./connection.ts";
 import type { CloseReason, ExpireEvent, PoolEvent } from "./events.ts";
-import { HostPool, type SharedLists, SocketList } from "./host_pool.ts";
+import { HostPool, IdleLru, type SharedLists, SocketList } from "./host_pool.ts";
 import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import type { PoolPolicy } from "./options.ts";
@@ -66,7 +66,7 @@ export class Lifecycle {
   /** Connections in every phase, all addresses (checked against maxTotal). */
   size = 0;
   /** Every idle socket, least recently idle first (for maxIdle and maxTotal). */
-  readonly idleLru: SocketList = new SocketList();
+  readonly idleLru: IdleLru = new IdleLru();
   /** Reserved and borrowed sockets, all addresses (each address counts its own). */
   readonly shared: SharedLists = { reserved: new SocketList(), borrowed: new SocketList() };
   /**
@@ -266,13 +266,17 @@ export class Lifecycle {
   // Takes the socket out of the collection of the phase it is in.
   #leave(socket: PooledSocket, host: HostPool): void {
     const phase = socket.phase;
-    if (phase === "idle") host.removeIdle(socket);
-    else if (phase === "reserved") host.reservedCount--;
+    if (phase === "idle") {
+      host.removeIdle(socket);
+      this.idleLru.delete(socket);
+      return;
+    }
+    if (phase === "reserved") host.reservedCount--;
     else if (phase === "borrowed") {
       host.borrowedCount--;
       if (socket.holder !== undefined) this.#leaks?.delete(socket.holder as Lease);
     }
-    // The idle LRU, or the address's list of its phase.
+    // The list of its phase: the address's, or pool-wide.
     socket.list?.delete(socket);
   }
 }

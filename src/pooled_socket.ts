@@ -79,11 +79,13 @@ export class PooledSocket {
   /** Bytes received since the current holder took the socket. */
   received = 0;
   /**
-   * The list of its phase it is in (the address's reserved, borrowed,
-   * setting-up or validating list, or while idle the pool-wide idle LRU),
-   * and its neighbours there: see SocketList. Only the lifecycle moves it.
+   * The list of its phase it is in (the pool's reserved or borrowed list,
+   * the address's setting-up or validating list; none while idle), and its
+   * neighbours there: see SocketList. Only the lifecycle moves it.
    */
   list: SocketList | undefined = undefined;
+  /** While idle: its entry in the pool-wide idle LRU (IdleLru); 0 when not in it. */
+  lruSeq = 0;
   prev: PooledSocket | undefined = undefined;
   next: PooledSocket | undefined = undefined;
 

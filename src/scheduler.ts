@@ -557,12 +557,10 @@ export class Scheduler {
 
   /** The least recently used idle socket whose address does not need it. */
   #evictable(except: HostPool | undefined): PooledSocket | undefined {
-    // Walked in place: the list may hold every idle socket of the pool.
-    for (let socket = this.#life.idleLru.first; socket !== undefined; socket = socket.next) {
+    return this.#life.idleLru.find((socket) => {
       const owner = this.#life.hosts.get(socket.address.key)!;
-      if (owner !== except && owner.waiters.size === 0) return socket;
-    }
-    return undefined;
+      return owner !== except && owner.waiters.size === 0;
+    });
   }
 
   #connect(host: HostPool, requester: Requester | undefined): void {
