@@ -235,62 +235,55 @@ export class SocketList implements Iterable<PooledSocket> {
 
 /**
  * Every idle socket of the pool, least recently idle first (for maxIdle and
- * maxTotal). An array in the order sockets went idle; taking a socket out
- * only clears its `lruSeq`, and the stale entry is skipped (and dropped when
- * the array is compacted). A linked list would touch the socket's two
- * neighbours at every hand-out, both cold among thousands of idle sockets.
+ * maxTotal). An array in the order sockets went idle, each socket knowing
+ * its index (`lruIndex`): taking one out empties its slot, which eviction
+ * skips, and the array is compacted once it is mostly empty slots. A
+ * linked list would touch the socket's two neighbours at every hand-out,
+ * both cold among thousands of idle sockets.
  */
 export class IdleLru {
   /** Idle sockets in it. */
   size = 0;
-  #sockets: PooledSocket[] = [];
-  /** The `lruSeq` each entry was added with: an entry is live while its socket still has it. */
-  #seqs: number[] = [];
-  /** Entries before this one are all stale. */
+  #slots: (PooledSocket | undefined)[] = [];
+  /** Slots before this one are all empty. */
   #start = 0;
-  #seq = 0;
 
   add(socket: PooledSocket): void {
-    const seq = ++this.#seq;
-    socket.lruSeq = seq;
-    this.#sockets.push(socket);
-    this.#seqs.push(seq);
+    socket.lruIndex = this.#slots.length;
+    this.#slots.push(socket);
     this.size++;
-    if (this.#sockets.length > 2 * this.size + 64) this.#compact();
+    if (this.#slots.length > 4 * this.size + 64) this.#compact();
   }
 
   delete(socket: PooledSocket): boolean {
-    if (socket.lruSeq === 0) return false;
-    socket.lruSeq = 0;
+    const at = socket.lruIndex;
+    if (at < 0) return false;
+    this.#slots[at] = undefined;
+    socket.lruIndex = -1;
     this.size--;
     return true;
   }
 
   /** The least recently idle socket that passes `test`, if any. */
   find(test: (socket: PooledSocket) => boolean): PooledSocket | undefined {
-    const sockets = this.#sockets;
-    const seqs = this.#seqs;
-    while (this.#start < sockets.length && sockets[this.#start]!.lruSeq !== seqs[this.#start]) {
-      this.#start++;
-    }
-    for (let at = this.#start; at < sockets.length; at++) {
-      const socket = sockets[at]!;
-      if (socket.lruSeq === seqs[at] && test(socket)) return socket;
+    const slots = this.#slots;
+    while (this.#start < slots.length && slots[this.#start] === undefined) this.#start++;
+    for (let at = this.#start; at < slots.length; at++) {
+      const socket = slots[at];
+      if (socket !== undefined && test(socket)) return socket;
     }
     return undefined;
   }
 
   #compact(): void {
-    const sockets: PooledSocket[] = [];
-    const seqs: number[] = [];
-    for (let at = this.#start; at < this.#sockets.length; at++) {
-      const socket = this.#sockets[at]!;
-      if (socket.lruSeq !== this.#seqs[at]) continue;
-      sockets.push(socket);
-      seqs.push(this.#seqs[at]!);
+    const slots: PooledSocket[] = [];
+    for (let at = this.#start; at < this.#slots.length; at++) {
+      const socket = this.#slots[at];
+      if (socket === undefined) continue;
+      socket.lruIndex = slots.length;
+      slots.push(socket);
     }
-    this.#sockets = sockets;
-    this.#seqs = seqs;
+    this.#slots = slots;
     this.#start = 0;
   }
 }

@@ -84,8 +84,8 @@ export class PooledSocket {
    * neighbours there: see SocketList. Only the lifecycle moves it.
    */
   list: SocketList | undefined = undefined;
-  /** While idle: its entry in the pool-wide idle LRU (IdleLru); 0 when not in it. */
-  lruSeq = 0;
+  /** While idle: its slot in the pool-wide idle LRU (IdleLru); -1 when not in it. */
+  lruIndex = -1;
   prev: PooledSocket | undefined = undefined;
   next: PooledSocket | undefined = undefined;
 
