@@ -150,8 +150,9 @@ export class Scheduler {
     if (socket.phase !== "reserved") {
       // It broke during the turn (and was closed), or the pool was closed.
       if (this.#closed) throw closedError(host.address.key);
-      // First come, first served: a socket reserved by a later acquire in the
-      // same turn is this one's; that acquire then takes its place in line.
+      // First come, first served: a socket reserved by a later acquire is
+      // this one's if this turn vouches for it too (idle before this acquire
+      // arrived); that acquire then takes its place in line.
       const spare = laterReservation(host, ticket.seq);
       // Closing it may have left the address empty and forgotten.
       if (spare === undefined) {
@@ -750,8 +751,11 @@ interface IdleVerdict {
 }
 
 /** A socket reserved by an acquire that arrived after `seq`, if any. */
+/** A socket reserved by an acquire after `seq` that was idle before `seq` arrived. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
-  for (const socket of host.reserved) if (socket.reservedBy > seq) return socket;
+  for (const socket of host.reserved) {
+    if (socket.reservedBy > seq && socket.idleStamp < seq) return socket;
+  }
   return undefined;
 }
 

@@ -270,6 +270,47 @@ describe("idle-read detection", () => {
     await pool.close();
   });
 
+  // Found by the detection benchmark's churn on Node: an acquire whose
+  // reserved connection broke during its turn took the one a later acquire
+  // had reserved, although that one went idle after this turn's poll and
+  // only the later acquire's turn could vouch for it.
+  test("an acquire whose reserved connection broke takes only one its turn vouches for", async () => {
+    const inner = new MemoryTransport();
+    const peers: MemoryPeer[] = [];
+    inner.listen(ADDRESS, (peer) => void peers.push(peer));
+    // Turns under the test's control: each settle() is its own turn, and
+    // the test decides when its poll happens and when it is over.
+    const turns: (() => void)[] = [];
+    const transport = {
+      name: "memory, turns by hand",
+      connect: inner.connect.bind(inner),
+      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
+    };
+    const pool = new ConnectionPool({ transport });
+    const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    pool.retain(held0.connection);
+    const first = pool.acquire(ADDRESS); // reserves connection 0, asks turn 0
+    assert.equal(turns.length, 1);
+    peers[0]!.end();
+    await inner.settle(); // turn 0's poll: connection 0's EOF
+    await delay(0);
+    assert.equal(pool.stats().idle, 0, "the reserved connection was closed");
+    peers[1]!.write("stray"); // after turn 0's poll
+    pool.retain(held1.connection); // not seen yet, so pooled
+    const second = pool.acquire(ADDRESS); // reserves connection 1, asks turn 1
+    assert.equal(turns.length, 2);
+    turns[0]!(); // turn 0 is over: it vouches for nothing idle now
+    await delay(0);
+    await inner.settle(); // turn 1's poll: connection 1's stray bytes
+    for (const end of turns.slice(1)) end();
+    await delay(0);
+    for (const end of turns.slice(2)) end();
+    const [a, b] = await Promise.all([first, second]);
+    assert.deepEqual([a.created, b.created], [true, true], "the stray bytes' connection was lent");
+    assert.equal(pool.stats().totals.broken, 2, "connection 0's EOF and connection 1's bytes");
+    await pool.close();
+  });
+
   test("idle connections do not keep the process alive, borrowed ones do", async () => {
     const { pool, peers } = setup();
     const { connection } = await pool.acquire(ADDRESS);
