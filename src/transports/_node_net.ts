@@ -101,7 +101,7 @@ export class NodeConnection implements TransportConnection {
     this.#closed = true;
     this.#socket.destroy();
     this.#received.close(true);
-    this.#failWrite(closedError("write"));
+    if (this.#rejectDrain !== undefined) this.#failWrite(closedError("write"));
   }
 
   // A destroyed socket would only queue the call for a 'connect' that never comes.
@@ -131,7 +131,10 @@ export class NodeConnection implements TransportConnection {
   #onClose = (): void => {
     this.#closed = true;
     this.#received.close(false);
-    this.#failWrite(this.#received.error ?? closedError("write"));
+    // Built only for a write waiting on 'drain': an Error per close costs.
+    if (this.#rejectDrain !== undefined) {
+      this.#failWrite(this.#received.error ?? closedError("write"));
+    }
   };
 
   #onDrain = (): void => {
