@@ -750,7 +750,6 @@ interface IdleVerdict {
   victim?: PooledSocket;
 }
 
-/** A socket reserved by an acquire that arrived after `seq`, if any. */
 /** A socket reserved by an acquire after `seq` that was idle before `seq` arrived. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
   for (const socket of host.reserved) {
