@@ -117,6 +117,7 @@ function formatFigure(value, unit) {
     return `${grouped(value, digits)} µs`;
   }
   if (unit === "%") return `${value.toFixed(3)}%`;
+  if (unit === "×") return `${value.toFixed(2)}×`;
   if (unit === "") return grouped(value);
   if (unit === "B") return `${grouped(value)} B`;
   return `${grouped(value)} ${unit}`;
