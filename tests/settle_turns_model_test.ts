@@ -704,7 +704,10 @@ async function runModel(seed: number, steps: number, traceLength: number): Promi
     // turns poll and end: every acquire must be settled without close().
     world.step = steps + 1;
     note("wind-down");
-    for (let round = 0;; round++) {
+    // A hang: rounds in a row in which no acquire settled.
+    let stalled = 0;
+    let settled = acquires.length - pending().length;
+    for (;;) {
       for (const record of [...borrowed]) giveBack(record, rng.chance(0.7));
       while (completeConnect()) await macrotask();
       while (answerValidation()) await macrotask();
@@ -717,9 +720,12 @@ async function runModel(seed: number, steps: number, traceLength: number): Promi
         pending().length === 0 && borrowed.length === 0 && transport.connects.length === 0 &&
         validations.length === 0 && stats.validating === 0
       ) break;
-      if (round === 200) {
+      const now = acquires.length - pending().length;
+      stalled = now === settled ? stalled + 1 : 0;
+      settled = now;
+      if (stalled === 20) {
         throw new Violation(
-          `hang: after 200 rounds of turns, ${
+          `hang: 20 rounds of turns, no acquire settled: ${
             pending().map((record) => `#${record.id}`).join(", ") || "no acquire"
           } still pending, ${borrowed.length} borrowed, ${transport.connects.length} connects ` +
             `and ${validations.length} validations outstanding, ${transport.turns.length} turns ` +
