@@ -1,7 +1,9 @@
 // A randomized model of settle turns: the pool's promise that no acquire is
 // handed a connection whose bytes or EOF had already arrived before the
 // acquire began, checked while the test decides when each turn's I/O poll
-// happens and when each turn ends.
+// happens and when each turn ends (the model and property tests never vary
+// that, so they could not find the bugs this found: see the reduced cases in
+// tests/pool_test.ts, "idle-read detection").
 //
 // The transport is the test's own. Its connections receive whatever the
 // upstream sends into a "kernel buffer" that reaches a pending read only at
@@ -9,12 +11,16 @@
 // run) or starts a new one, drawn at random; a poll delivers everything
 // received so far (one item per connection) and marks every turn asked
 // before it as polled; turns end in the order they were asked, each only
-// after its poll. Connects complete, and validate hooks answer, when the
-// test says so. Between these steps the test acquires (some with a signal it
-// aborts later), retains, releases, and has the upstream write stray bytes,
-// end or reset idle or borrowed connections, and lets microtasks and timers
-// run, under drawn options (order, maxPerHost, minIdlePerHost, validate and
-// validateAfter, maxUses, idleTimeout, one or two addresses).
+// after its poll. Connects complete (or are refused), and validate hooks
+// answer, when the test says so. Between these steps the test acquires (some
+// with a signal it aborts later), retains, releases, calls add(), warm() and
+// drain(), has the upstream write stray bytes, end or reset idle or borrowed
+// connections, and lets time pass, under drawn options (order, maxPerHost,
+// maxIdlePerHost, minIdlePerHost, validate and validateAfter, maxUses,
+// idleTimeout, one or two addresses with maxTotal and maxIdle). Each step is
+// followed by a macrotask, so the pool reacts to it fully; a burst runs a few
+// user and upstream operations in one go. Each run weighs the operations its
+// own way.
 //
 // The oracle knows only what the test did and what the pool's public API and
 // events said, nothing of the pool's internals. A connection enters the
@@ -29,18 +35,19 @@
 //     in the very step its connect completed);
 //   - had nothing delivered to the pool: no poll happened after it entered
 //     the pool's hands and after the upstream first sent it something.
-// And: an acquire is never served after its abort; every acquire settles
-// (served, aborted, or POOL_CLOSED at close) once turns keep running; after
-// close() no connection is left open and no count is left; waiters of an
-// address are served oldest first, where nothing excuses it (validate takes
-// a waiter out of line; a fast-path acquire whose reserved connection broke
-// may be overtaken by a later one its turn cannot vouch for).
+// And: an acquire is never served after its abort, nor rejected but for its
+// abort, a refused connect, or close(); every acquire settles once turns keep
+// running (20 rounds of turns without one settling is a hang); after close()
+// every acquire, add() and warm() has settled, no connection is open and no
+// count is left; and in runs without validate, an acquire that queued (it
+// found no idle connection) is served before every later one of its address.
 //
-// Runs are drawn from seeds: TURNS_MODEL_SEED=<n> replays one,
+// Runs are drawn from seeds and replay exactly on every runtime (Date.now()
+// moves only by the "time passes" steps): TURNS_MODEL_SEED=<n> replays one,
 // TURNS_MODEL_SEEDS=<from>-<to> runs a range, TURNS_MODEL_OPS sets the steps
 // per run, TURNS_MODEL_TRACE how many last steps a failure shows,
-// TURNS_MODEL_DEBUG=1 prints a line per run. Timers are real (idleTimeout,
-// validateAfter), so a replay takes the same steps with, rarely, other timing.
+// TURNS_MODEL_DEBUG=1 prints a line per run (2: each run's trace),
+// TURNS_MODEL_KEEP_GOING=1 runs every seed and lists the failures.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
@@ -409,7 +416,8 @@ interface RunResult {
   served: number;
   reused: number;
   broken: number;
-  turns: number;
+  settleCalls: number;
+  polls: number;
 }
 
 async function runModel(seed: number, steps: number, traceLength: number): Promise<RunResult> {
@@ -871,7 +879,8 @@ async function runModel(seed: number, steps: number, traceLength: number): Promi
       served: acquires.filter((record) => record.conn !== undefined).length,
       reused: stats.totals.reused,
       broken,
-      turns: transport.turns.length + transport.asks.length,
+      settleCalls: transport.asks.length,
+      polls: transport.polls.length,
     };
   } catch (error) {
     if (error instanceof Violation) throw new Error(`${error.message}${where()}`);
