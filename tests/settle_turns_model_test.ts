@@ -953,7 +953,8 @@ async function runSeeds(seeds: readonly number[]): Promise<void> {
 describe("settle turns model: hand-outs checked against the polls the test ran", () => {
   const range = SEEDS.length === 1 ? `seed ${SEEDS[0]}` : `seeds ${SEEDS[0]}-${SEEDS.at(-1)}`;
   // Bun's default 5 s per test is too short for a long TURNS_MODEL_SEEDS range.
-  test(`${range}${CHOSEN ? "" : " (but the pending ones)"}, ${STEPS} steps each`, {
+  const leftOut = !CHOSEN && PENDING_FIX.some((seed) => seed <= DEFAULT_SEEDS);
+  test(`${range}${leftOut ? " (but the pending ones)" : ""}, ${STEPS} steps each`, {
     timeout: 600_000,
   }, async () => {
     await runSeeds(SEEDS);
