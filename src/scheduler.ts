@@ -113,7 +113,8 @@ export class Scheduler {
         if (done) return;
         done = true;
         this.#countWaiting(-1);
-        if (socket.phase === "reserved") {
+        // Still its own: an earlier acquire may have taken it over, and a later one reserved it again.
+        if (socket.phase === "reserved" && socket.reservedBy === ticket.seq) {
           this.#life.unreserve(socket, host);
           // Connections retained meanwhile found it gone from the idle list:
           // with it back, the idle limits may be exceeded.
@@ -147,8 +148,9 @@ export class Scheduler {
   ): Lease | Promise<Lease> {
     this.#countWaiting(-1);
     let socket = reserved;
-    if (socket.phase !== "reserved") {
-      // It broke during the turn (and was closed), or the pool was closed.
+    if (socket.phase !== "reserved" || socket.reservedBy !== ticket.seq) {
+      // It broke during the turn (and was closed), the pool was closed, or an
+      // earlier acquire took it over (it may be reserved again, by a later one).
       if (this.#closed) throw closedError(host.address.key);
       // First come, first served: a socket reserved by a later acquire is
       // this one's if this turn vouches for it too (idle before this acquire

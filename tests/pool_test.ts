@@ -315,11 +315,8 @@ describe("idle-read detection", () => {
   // 36): an acquire whose reserved connection an earlier acquire took over
   // (it broke that one's) found it reserved again, by a later acquire, when
   // its turn was over, and took it as its own, although it had gone idle
-  // again after this turn's poll, with an EOF not yet seen. Enable once
-  // #afterTurn (and the abort in #takeAtOnce) check `reservedBy`.
-  test("an acquire whose reservation was taken over does not take it back once reserved again", {
-    skip: "pending the reservedBy check in Scheduler#afterTurn",
-  }, async () => {
+  // again after this turn's poll, with an EOF not yet seen.
+  test("an acquire whose reservation was taken over does not take it back once reserved again", async () => {
     const inner = new MemoryTransport();
     const peers: MemoryPeer[] = [];
     inner.listen(ADDRESS, (peer) => void peers.push(peer));
@@ -365,10 +362,7 @@ describe("idle-read detection", () => {
   // The same mix-up on abort: an acquire whose reservation an earlier one
   // took over, aborted after a later acquire reserved that connection again,
   // released the later one's reservation, which then waited for another turn.
-  // Enable with the reservedBy check in #takeAtOnce's abort.
-  test("an aborted acquire whose reservation was taken over leaves a later reservation alone", {
-    skip: "pending the reservedBy check in Scheduler#takeAtOnce",
-  }, async () => {
+  test("an aborted acquire whose reservation was taken over leaves a later reservation alone", async () => {
     const inner = new MemoryTransport();
     const peers: MemoryPeer[] = [];
     inner.listen(ADDRESS, (peer) => void peers.push(peer));

@@ -905,11 +905,11 @@ async function runModel(seed: number, steps: number, traceLength: number): Promi
 
 const DEFAULT_SEEDS = 500;
 const DEFAULT_STEPS = 200;
-// Seeds that fail until the fix they found is in (tests/pool_test.ts has
-// each reduced): left out of the default run, run by the skipped test below.
-// 20531 and 21570: an acquire whose reservation was taken over takes it back once
-// a later acquire reserved it again (the reservedBy check in #afterTurn).
-const PENDING_FIX: readonly number[] = [20531, 21570];
+// Seeds outside the default range that found bugs (tests/pool_test.ts has
+// each reduced), run on every default run by the test below.
+// 20531 and 21570: an acquire whose reservation was taken over took it back once
+// a later acquire reserved it again (fixed: the reservedBy check in #afterTurn).
+const FOUND_BUGS: readonly number[] = [20531, 21570];
 
 function seedsToRun(): { seeds: number[]; chosen: boolean } {
   const one = envNumber("TURNS_MODEL_SEED");
@@ -917,7 +917,7 @@ function seedsToRun(): { seeds: number[]; chosen: boolean } {
   const match = /^(\d+)-(\d+)$/.exec(envString("TURNS_MODEL_SEEDS") ?? "");
   if (match === null) {
     const seeds = Array.from({ length: DEFAULT_SEEDS }, (_, i) => i + 1);
-    return { seeds: seeds.filter((seed) => !PENDING_FIX.includes(seed)), chosen: false };
+    return { seeds, chosen: false };
   }
   const from = Number(match[1]);
   const seeds = Array.from({ length: Number(match[2]) - from + 1 }, (_, i) => from + i);
@@ -953,17 +953,16 @@ async function runSeeds(seeds: readonly number[]): Promise<void> {
 describe("settle turns model: hand-outs checked against the polls the test ran", () => {
   const range = SEEDS.length === 1 ? `seed ${SEEDS[0]}` : `seeds ${SEEDS[0]}-${SEEDS.at(-1)}`;
   // Bun's default 5 s per test is too short for a long TURNS_MODEL_SEEDS range.
-  const leftOut = !CHOSEN && PENDING_FIX.some((seed) => seed <= DEFAULT_SEEDS);
-  test(`${range}${leftOut ? " (but the pending ones)" : ""}, ${STEPS} steps each`, {
+  test(`${range}, ${STEPS} steps each`, {
     timeout: 600_000,
   }, async () => {
     await runSeeds(SEEDS);
   });
 
-  test(`seeds pending a fix: ${PENDING_FIX.join(", ")}`, {
-    skip: CHOSEN || "pending the reservedBy check in Scheduler#afterTurn",
+  test(`seeds that found bugs: ${FOUND_BUGS.join(", ")}`, {
+    skip: CHOSEN && "TURNS_MODEL_SEED(S) chose the seeds",
     timeout: 60_000,
   }, async () => {
-    await runSeeds(PENDING_FIX);
+    await runSeeds(FOUND_BUGS);
   });
 });
