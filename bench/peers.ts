@@ -19,6 +19,13 @@
  * through the pool ÷ the same 32 callers each on its own raw connection
  * (the runtime's native socket API; goal at least 0.95).
  *
+ * The floors, measured in the same rounds so the report can say where a
+ * missed goal's time goes: the same pool with a transport whose `settle()`
+ * resolves at once (no check before reuse, as generic-pool; 1 and 32
+ * callers), and each of the 32 callers on its own connection through this
+ * library's transport without the pool, and (Deno, Bun) through the
+ * runtime's `node:net`. They are printed as "floor, ..." figures.
+ *
  * Every variant runs for a fixed time per round, in rounds whose order
  * rotates; each requests/s figure is the median over the rounds, and each
  * ratio the median over the rounds of that round's ratio, so that a burst
@@ -39,12 +46,18 @@
  * @module
  */
 import process from "node:process";
+import { detectTransport, type Transport } from "../mod.ts";
 import { startNginx } from "./_nginx.ts";
 import type { HttpClient } from "./_peers/client.ts";
 import { describeFailure } from "./_peers/client.ts";
 import { genericPoolClient } from "./_peers/generic_pool.ts";
 import { nodeAgentClient } from "./_peers/node_agent.ts";
-import { connectRaw, type RawHttpConnection } from "./_peers/raw.ts";
+import {
+  connectRaw,
+  connectRawNodeNet,
+  connectRawTransport,
+  type RawHttpConnection,
+} from "./_peers/raw.ts";
 import { loadUndici, undiciClient } from "./_peers/undici.ts";
 import { upstreamPoolClient } from "./_peers/upstream_pool.ts";
 import {
@@ -66,9 +79,17 @@ interface Peer {
   unavailable?: string;
 }
 
+/**
+ * What a variant that is no peer measures: the pool without its check
+ * before reuse, or one raw connection per caller through this library's
+ * transport, the runtime's `node:net`, or its native API.
+ */
+type Floor = "unchecked" | "raw" | "raw-transport" | "raw-node-net";
+
 interface Variant {
   readonly label: string;
   readonly peer: Peer | undefined;
+  readonly floor?: Floor;
   readonly callers: number;
   readonly get: (caller: number) => Promise<void>;
   rates: number[];
@@ -137,9 +158,27 @@ async function main(args: string[]): Promise<void> {
       client: genericPoolClient(port, connections),
     },
   ];
+  // The floors: the same pool with a settle() that resolves at once (no
+  // check before reuse: what the check costs), and each caller on its own
+  // connection through this library's transport and through node:net (on
+  // Node, node:net is the native API already).
+  const transport = await detectTransport();
+  const unchecked: Transport = {
+    name: `${transport.name} without settle`,
+    connect: transport.connect.bind(transport),
+    settle: () => Promise.resolve(),
+  };
+  const uncheckedClient = upstreamPoolClient(port, connections, { transport: unchecked });
+  const withNodeNet = runtime().key !== "node";
   const raws: RawHttpConnection[] = [];
+  const viaTransport: RawHttpConnection[] = [];
+  const viaNodeNet: RawHttpConnection[] = [];
   try {
-    for (let i = 0; i < callers; i++) raws.push(await connectRaw(port));
+    for (let i = 0; i < callers; i++) {
+      raws.push(await connectRaw(port));
+      viaTransport.push(await connectRawTransport(transport, port));
+      if (withNodeNet) viaNodeNet.push(await connectRawNodeNet(port));
+    }
     const variants: Variant[] = [];
     for (const peer of peers) {
       const client = peer.client;
@@ -156,16 +195,50 @@ async function main(args: string[]): Promise<void> {
         });
       }
     }
-    const raw: Variant = {
-      label: `own raw connection each, ${callers} callers`,
+    const floor = (
+      kind: Floor,
+      label: string,
+      count: number,
+      get: (caller: number) => Promise<void>,
+    ): Variant => ({
+      label,
       peer: undefined,
-      callers,
-      get: (caller) => raws[caller]!.get(),
+      floor: kind,
+      callers: count,
+      get,
       rates: [],
       openedWarming: 0,
       opened: 0,
-    };
+    });
+    const raw = floor(
+      "raw",
+      `own raw connection each, ${callers} callers`,
+      callers,
+      (caller) => raws[caller]!.get(),
+    );
     variants.push(raw);
+    for (const count of [1, callers]) {
+      variants.push(floor(
+        "unchecked",
+        `upstream-pool with a no-op settle(), ${count} caller${count === 1 ? "" : "s"}`,
+        count,
+        () => uncheckedClient.get(),
+      ));
+    }
+    variants.push(floor(
+      "raw-transport",
+      `own connection each through this library's transport, ${callers} callers`,
+      callers,
+      (caller) => viaTransport[caller]!.get(),
+    ));
+    if (withNodeNet) {
+      variants.push(floor(
+        "raw-node-net",
+        `own node:net connection each, ${callers} callers`,
+        callers,
+        (caller) => viaNodeNet[caller]!.get(),
+      ));
+    }
 
     const run = async (variant: Variant, seconds: number, measured: boolean): Promise<void> => {
       if (variant.failed !== undefined) return;
@@ -198,6 +271,13 @@ async function main(args: string[]): Promise<void> {
         : median(a.rates.map((each, round) => each / b.rates[round]!));
     const find = (key: Peer["key"], count: number): Variant | undefined =>
       variants.find((variant) => variant.peer?.key === key && variant.callers === count);
+    const findFloor = (kind: Floor, count = callers): Variant | undefined =>
+      variants.find((variant) => variant.floor === kind && variant.callers === count);
+    /** The median over the rounds of `a`'s time per request minus `b`'s, in µs (one caller each). */
+    const pairedCost = (a: Variant | undefined, b: Variant | undefined): number =>
+      a === undefined || b === undefined || a.failed !== undefined || b.failed !== undefined
+        ? NaN
+        : median(a.rates.map((each, round) => 1e6 / each - 1e6 / b.rates[round]!));
 
     console.log(`upstream-pool peers, ${runtime().name}, ${nginx.version} on 127.0.0.1:${port}`);
     console.log(
@@ -264,6 +344,55 @@ async function main(args: string[]): Promise<void> {
     const figures: Figure[] = variants.flatMap((variant) => [
       { label: variant.label, value: rate(variant), unit: "req/s" },
     ]);
+    // The floors, as figures (medians of per-round ratios): what the pool
+    // would do without its check before reuse, what the check costs, and how
+    // much of "pool ÷ own raw connection each" the transport layer accounts for.
+    const floors: Figure[] = [];
+    for (const count of [1, callers]) {
+      const who = `${count} caller${count === 1 ? "" : "s"}`;
+      const unchecked = findFloor("unchecked", count);
+      floors.push({
+        label: `floor, ${who}: generic-pool + node:net ÷ upstream-pool with a no-op settle()`,
+        value: paired(find("generic", count), unchecked),
+        unit: "×",
+      }, {
+        label: `floor, ${who}: upstream-pool ÷ upstream-pool with a no-op settle()`,
+        value: paired(find("pool", count), unchecked),
+        unit: "×",
+      });
+      // With one caller, what the check adds to each request. (With 32, the
+      // settle turn also gathers the callers' hand-outs into one burst of
+      // writes, and the pool with the check can be the faster one.)
+      if (count === 1) {
+        floors.push({
+          label: "floor, 1 caller: the check before reuse, per request",
+          value: pairedCost(find("pool", 1), unchecked),
+          unit: "µs",
+        });
+      }
+    }
+    floors.push({
+      label:
+        `floor, ${callers} callers: upstream-pool with a no-op settle() ÷ own raw connection each`,
+      value: paired(findFloor("unchecked"), raw),
+      unit: "×",
+    }, {
+      label:
+        `floor, ${callers} callers: own connection each, this library's transport ÷ native API`,
+      value: paired(findFloor("raw-transport"), raw),
+      unit: "×",
+    });
+    if (withNodeNet) {
+      floors.push({
+        label: `floor, ${callers} callers: own connection each, node:net ÷ native API`,
+        value: paired(findFloor("raw-node-net"), raw),
+        unit: "×",
+      });
+    }
+    for (const each of floors) {
+      console.log(`${each.label}: ${each.value.toFixed(each.unit === "×" ? 3 : 2)}${each.unit}`);
+    }
+    figures.push(...floors);
     for (const peer of peers.filter((each) => each.client !== undefined)) {
       const own = variants.filter((variant) => variant.peer === peer);
       const sum = (count: (variant: Variant) => number): number =>
@@ -289,10 +418,14 @@ async function main(args: string[]): Promise<void> {
       notes,
     });
   } finally {
-    for (const raw of raws) raw.close();
+    for (const raw of [...raws, ...viaTransport, ...viaNodeNet]) raw.close();
     // Bounded: undici's close waits for requests in flight, which a failed variant may have left.
     await Promise.race([
-      Promise.all(peers.map((peer) => peer.client?.close().catch(() => {}))),
+      Promise.all(
+        [...peers.map((peer) => peer.client), uncheckedClient].map((client) =>
+          client?.close().catch(() => {})
+        ),
+      ),
       new Promise((resolve) => setTimeout(resolve, 5000)),
     ]);
     await nginx.stop();

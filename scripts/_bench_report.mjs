@@ -15,7 +15,7 @@ const BASE_RUNTIMES = [
   { key: "bun", name: "Bun", colour: "#d97706" },
   { key: "node", name: "Node", colour: "#7c3aed" },
 ];
-/** Colours of other Node versions (the peer benchmarks run on every Node found). */
+/** Colours of other Node versions (every benchmark runs on every Node found). */
 const NODE_COLOURS = ["#db2777", "#0891b2", "#4d7c0f", "#78716c", "#b91c1c"];
 const TITLES = {
   overhead: "1. Overhead: the pool against a raw connection",
@@ -117,6 +117,7 @@ function formatFigure(value, unit) {
     return `${grouped(value, digits)} µs`;
   }
   if (unit === "%") return `${value.toFixed(3)}%`;
+  if (unit === "×") return `${value.toFixed(2)}×`;
   if (unit === "") return grouped(value);
   if (unit === "B") return `${grouped(value)} B`;
   return `${grouped(value)} ${unit}`;

@@ -5,8 +5,8 @@
 // build (scripts/build_npm.mjs, which compiles bench/ next to tests/) comes
 // first. Benchmarks run one after another, each on the three runtimes in
 // turn; each prints its own table and one `@@bench-result {json}` line,
-// which is collected here. The peer benchmarks (peers, keepalive_edge) also
-// run on every other Node found (see --nodes), from the same build.
+// which is collected here. Every benchmark also runs on every other Node
+// found (see --nodes), from the same build.
 //
 //   npm run bench                    every benchmark; writes BENCHMARKS.md,
 //                                    bench/results/ratios.svg and results.json
@@ -21,8 +21,8 @@
 //                                    of the old ones, then rewrite the report
 //                                    (BENCHMARKS.md says which sections are
 //                                    from which run)
-//   npm run bench -- --nodes=LIST    other Node binaries for the peer
-//                                    benchmarks: comma-separated binaries, or
+//   npm run bench -- --nodes=LIST    other Node binaries to run them on too:
+//                                    comma-separated binaries, or
 //                                    directories holding node<N>/bin/node
 //                                    (default: $BENCH_NODES, else the Node
 //                                    versions package.json pins); the Node
@@ -51,8 +51,8 @@ const benchmarks = [
   "peers",
   "keepalive_edge",
 ];
-/** The benchmarks that also run on every other Node version found. */
-const everyNode = ["peers", "keepalive_edge"];
+/** The benchmarks that also run on every other Node version found: all of them. */
+const everyNode = benchmarks;
 const defaultTimeoutMs = 180_000;
 /** Benchmarks that take longer by design (keepalive_edge waits through idle gaps). */
 const stepTimeoutsMs = { keepalive_edge: 300_000 };

@@ -113,7 +113,8 @@ export class Scheduler {
         if (done) return;
         done = true;
         this.#countWaiting(-1);
-        if (socket.phase === "reserved") {
+        // Still its own: an earlier acquire may have taken it over, and a later one reserved it again.
+        if (socket.phase === "reserved" && socket.reservedBy === ticket.seq) {
           this.#life.unreserve(socket, host);
           // Connections retained meanwhile found it gone from the idle list:
           // with it back, the idle limits may be exceeded.
@@ -147,11 +148,13 @@ export class Scheduler {
   ): Lease | Promise<Lease> {
     this.#countWaiting(-1);
     let socket = reserved;
-    if (socket.phase !== "reserved") {
-      // It broke during the turn (and was closed), or the pool was closed.
+    if (socket.phase !== "reserved" || socket.reservedBy !== ticket.seq) {
+      // It broke during the turn (and was closed), the pool was closed, or an
+      // earlier acquire took it over (it may be reserved again, by a later one).
       if (this.#closed) throw closedError(host.address.key);
-      // First come, first served: a socket reserved by a later acquire in the
-      // same turn is this one's; that acquire then takes its place in line.
+      // First come, first served: a socket reserved by a later acquire is
+      // this one's if this turn vouches for it too (idle before this acquire
+      // arrived); that acquire then takes its place in line.
       const spare = laterReservation(host, ticket.seq);
       // Closing it may have left the address empty and forgotten.
       if (spare === undefined) {
@@ -763,10 +766,12 @@ interface IdleVerdict {
 /** The common verdict, shared: it goes idle and evicts nothing. */
 const KEEP: IdleVerdict = Object.freeze({});
 
-/** A socket reserved by an acquire that arrived after `seq`, if any. */
+/** A socket reserved by an acquire after `seq` that was idle before `seq` arrived. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
   if (host.reservedCount === 0) return undefined;
-  for (const socket of host.reserved) if (socket.reservedBy > seq) return socket;
+  for (const socket of host.reserved) {
+    if (socket.reservedBy > seq && socket.idleStamp < seq) return socket;
+  }
   return undefined;
 }
 

@@ -77,7 +77,7 @@ if (ssMissing !== undefined) {
 
 function run(command: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { encoding: "utf8" }, (error, stdout, stderr) => {
+    execFile(command, args, { encoding: "utf8", maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
       if (error) reject(new Error(`${command} ${args.join(" ")}: ${stderr || error.message}`));
       else resolve(stdout);
     });
@@ -104,7 +104,10 @@ async function socketTimers(ports: number[], peerPort: number): Promise<Map<numb
   const portOf = (endpoint: string): number =>
     Number(endpoint.slice(endpoint.lastIndexOf(":") + 1));
   const found = new Map<number, SocketTimer>();
-  for (const line of (await run("ss", ["-tnoeH", "state", "established"])).split("\n")) {
+  // Filtered by the peer's port: unfiltered, other suites' thousands of
+  // sockets once overflowed execFile's output buffer.
+  const listing = await run("ss", ["-tnoeH", "state", "established", "dport", "=", `:${peerPort}`]);
+  for (const line of listing.split("\n")) {
     const [, , local = "", peer = ""] = line.trim().split(/\s+/);
     const port = portOf(local);
     if (!ports.includes(port) || portOf(peer) !== peerPort) continue;

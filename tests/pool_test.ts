@@ -270,6 +270,138 @@ describe("idle-read detection", () => {
     await pool.close();
   });
 
+  // Found by the detection benchmark's churn on Node: an acquire whose
+  // reserved connection broke during its turn took the one a later acquire
+  // had reserved, although that one went idle after this turn's poll and
+  // only the later acquire's turn could vouch for it.
+  test("an acquire whose reserved connection broke takes only one its turn vouches for", async () => {
+    const inner = new MemoryTransport();
+    const peers: MemoryPeer[] = [];
+    inner.listen(ADDRESS, (peer) => void peers.push(peer));
+    // Turns under the test's control: each settle() is its own turn, and
+    // the test decides when its poll happens and when it is over.
+    const turns: (() => void)[] = [];
+    const transport = {
+      name: "memory, turns by hand",
+      connect: inner.connect.bind(inner),
+      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
+    };
+    const pool = new ConnectionPool({ transport });
+    const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    pool.retain(held0.connection);
+    const first = pool.acquire(ADDRESS); // reserves connection 0, asks turn 0
+    assert.equal(turns.length, 1);
+    peers[0]!.end();
+    await inner.settle(); // turn 0's poll: connection 0's EOF
+    await delay(0);
+    assert.equal(pool.stats().idle, 0, "the reserved connection was closed");
+    peers[1]!.write("stray"); // after turn 0's poll
+    pool.retain(held1.connection); // not seen yet, so pooled
+    const second = pool.acquire(ADDRESS); // reserves connection 1, asks turn 1
+    assert.equal(turns.length, 2);
+    turns[0]!(); // turn 0 is over: it vouches for nothing idle now
+    await delay(0);
+    await inner.settle(); // turn 1's poll: connection 1's stray bytes
+    for (const end of turns.slice(1)) end();
+    await delay(0);
+    for (const end of turns.slice(2)) end();
+    const [a, b] = await Promise.all([first, second]);
+    assert.deepEqual([a.created, b.created], [true, true], "the stray bytes' connection was lent");
+    assert.equal(pool.stats().totals.broken, 2, "connection 0's EOF and connection 1's bytes");
+    await pool.close();
+  });
+
+  // Found by the settle turns model (tests/settle_turns_model_test.ts, seed
+  // 36): an acquire whose reserved connection an earlier acquire took over
+  // (it broke that one's) found it reserved again, by a later acquire, when
+  // its turn was over, and took it as its own, although it had gone idle
+  // again after this turn's poll, with an EOF not yet seen.
+  test("an acquire whose reservation was taken over does not take it back once reserved again", async () => {
+    const inner = new MemoryTransport();
+    const peers: MemoryPeer[] = [];
+    inner.listen(ADDRESS, (peer) => void peers.push(peer));
+    const turns: (() => void)[] = [];
+    const transport = {
+      name: "memory, turns by hand",
+      connect: inner.connect.bind(inner),
+      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
+    };
+    const pool = new ConnectionPool({ transport });
+    const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    pool.retain(held0.connection);
+    pool.retain(held1.connection);
+    const first = pool.acquire(ADDRESS); // reserves connection 1 (LIFO), asks turn 0
+    const second = pool.acquire(ADDRESS); // reserves connection 0, asks turn 1
+    assert.equal(turns.length, 2);
+    peers[1]!.end();
+    await inner.settle(); // the poll of turns 0 and 1: connection 1's EOF
+    await delay(0);
+    assert.equal(pool.stats().totals.broken, 1);
+    turns[0]!(); // the first takes connection 0 over: idle before it arrived
+    const a = await first;
+    assert.equal(a.connection.id, held0.connection.id);
+    // No macrotask from here on: the memory transport would deliver the EOF.
+    peers[0]!.end(); // not seen yet
+    pool.retain(a.connection); // so pooled again
+    const third = pool.acquire(ADDRESS); // reserves connection 0 again, asks turn 2
+    turns[1]!(); // the second's turn: its poll ran before connection 0 went idle again
+    const b = await second;
+    assert.notEqual(b.connection.id, held0.connection.id, "connection 0 (its EOF unseen) was lent");
+    await inner.settle(); // turn 2's poll: connection 0's EOF
+    await delay(0);
+    for (const end of turns.slice(2)) end();
+    await delay(0);
+    for (const end of turns.slice(2)) end();
+    const c = await third;
+    assert.notEqual(c.connection.id, held0.connection.id);
+    pool.release(b.connection);
+    pool.release(c.connection);
+    await pool.close();
+  });
+
+  // The same mix-up on abort: an acquire whose reservation an earlier one
+  // took over, aborted after a later acquire reserved that connection again,
+  // released the later one's reservation, which then waited for another turn.
+  test("an aborted acquire whose reservation was taken over leaves a later reservation alone", async () => {
+    const inner = new MemoryTransport();
+    const peers: MemoryPeer[] = [];
+    inner.listen(ADDRESS, (peer) => void peers.push(peer));
+    const turns: (() => void)[] = [];
+    const transport = {
+      name: "memory, turns by hand",
+      connect: inner.connect.bind(inner),
+      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
+    };
+    const pool = new ConnectionPool({ transport });
+    const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
+    pool.retain(held0.connection);
+    pool.retain(held1.connection);
+    const first = pool.acquire(ADDRESS); // reserves connection 1 (LIFO), asks turn 0
+    const controller = new AbortController();
+    const second = pool.acquire(ADDRESS, { signal: controller.signal }); // connection 0, turn 1
+    const secondFailed = second.then(() => undefined, (error: unknown) => error);
+    peers[1]!.end();
+    await inner.settle(); // the poll of turns 0 and 1: connection 1's EOF
+    await delay(0);
+    turns[0]!(); // the first takes connection 0 over
+    const a = await first;
+    assert.equal(a.connection.id, held0.connection.id);
+    pool.retain(a.connection);
+    let third: Acquired | undefined;
+    void pool.acquire(ADDRESS).then((acquired) => third = acquired); // connection 0, turn 2
+    assert.equal(turns.length, 3);
+    controller.abort(new Error("given up"));
+    assert.equal(((await secondFailed) as Error).message, "given up");
+    await inner.settle(); // turn 2's poll: nothing
+    turns[2]!(); // the third's turn is over: connection 0 is still its own
+    await delay(0);
+    assert.equal(third?.connection.id, held0.connection.id, "the third waits for another turn");
+    assert.equal(turns.length, 3);
+    turns[1]!();
+    pool.release(third!.connection);
+    await pool.close();
+  });
+
   test("idle connections do not keep the process alive, borrowed ones do", async () => {
     const { pool, peers } = setup();
     const { connection } = await pool.acquire(ADDRESS);

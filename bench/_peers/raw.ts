@@ -2,6 +2,7 @@
 // `conn.read`/`write`, Bun's socket callbacks, Node's `node:net` events),
 // speaking the same HTTP as the pool's client: the baseline for "32 callers
 // through the pool ÷ the same callers each on its own connection".
+import { resolveAddress, type Transport } from "../../mod.ts";
 import { getRequest, ResponseCutShort, ResponseReader } from "../_http.ts";
 import { NetHttpConnection } from "./net_connection.ts";
 
@@ -22,6 +23,38 @@ export function connectRaw(port: number): Promise<RawHttpConnection> {
     get: () => connection.get(request),
     close: () => connection.destroy(),
   }));
+}
+
+/** Connects to 127.0.0.1:`port` through `node:net`, whatever the runtime. */
+export async function connectRawNodeNet(port: number): Promise<RawHttpConnection> {
+  const request = getRequest(port);
+  const connection = await NetHttpConnection.connect(port);
+  return { get: () => connection.get(request), close: () => connection.destroy() };
+}
+
+/**
+ * Connects to 127.0.0.1:`port` through one of this library's transports,
+ * without the pool: the same write and read loop as the pool's client, so
+ * that it shows what the transport layer costs against the native API.
+ */
+export async function connectRawTransport(
+  transport: Transport,
+  port: number,
+): Promise<RawHttpConnection> {
+  const request = getRequest(port);
+  const socket = await transport.connect(resolveAddress({ hostname: "127.0.0.1", port }), {});
+  return {
+    async get() {
+      await socket.write(request);
+      const reader = new ResponseReader();
+      for (;;) {
+        const chunk = await socket.read();
+        if (chunk === null) throw new ResponseCutShort(reader.received);
+        if (reader.push(chunk) >= 0) return;
+      }
+    },
+    close: () => socket.close(),
+  };
 }
 
 // Only the parts of Deno's and Bun's APIs used here, so tsc needs neither's types.

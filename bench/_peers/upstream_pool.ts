@@ -8,7 +8,12 @@
 // { idleTimeout })`, which `exchange` also takes). They are built only when
 // `typeof pool.exchange === "function"`, so that the benchmark still runs
 // the rest, and says which are missing, on a build without them.
-import { type Address, ConnectionPool, type UpstreamConnection } from "../../mod.ts";
+import {
+  type Address,
+  ConnectionPool,
+  type Transport,
+  type UpstreamConnection,
+} from "../../mod.ts";
 import { getRequest, ResponseCutShort, ResponseReader } from "../_http.ts";
 import type { HttpClient } from "./client.ts";
 
@@ -51,6 +56,8 @@ export interface PoolClientOptions {
   variant?: PoolVariant;
   /** The idle deadline of the deadline variants, in ms (the server's timeout minus a margin). */
   deadline?: number;
+  /** The pool's transport; the runtime's own if unset. */
+  transport?: Transport;
 }
 
 /** upstream-pool with `maxPerHost: connections` to 127.0.0.1:`port`. */
@@ -66,7 +73,10 @@ export function upstreamPoolClient(
   }
   const address: Address = { hostname: "127.0.0.1", port };
   const request = getRequest(port);
-  const pool = new ConnectionPool({ maxPerHost: connections });
+  const pool = new ConnectionPool({
+    maxPerHost: connections,
+    ...(options.transport === undefined ? {} : { transport: options.transport }),
+  });
   const exchange = async (connection: UpstreamConnection): Promise<void> => {
     await connection.write(request);
     if (!await readResponse(connection)) pool.release(connection);

@@ -104,11 +104,11 @@ export class NodeConnection extends LazyRef implements TransportConnection {
     this.stopRefs();
     this.#socket.destroy();
     this.#received.close(true);
-    this.#failWrite(closedError("write"));
+    if (this.#rejectDrain !== undefined) this.#failWrite(closedError("write"));
   }
 
-  // A destroyed socket would only queue the call for a 'connect' that never comes.
   // ref() and unref() come from LazyRef, which calls this at most once per sweep.
+  // A destroyed socket would only queue the call for a 'connect' that never comes.
   protected nativeRef(refed: boolean): void {
     if (this.#closed) return;
     if (refed) this.#socket.ref();
@@ -134,7 +134,10 @@ export class NodeConnection extends LazyRef implements TransportConnection {
     this.#closed = true;
     this.stopRefs();
     this.#received.close(false);
-    this.#failWrite(this.#received.error ?? closedError("write"));
+    // Built only for a write waiting on 'drain': an Error per close costs.
+    if (this.#rejectDrain !== undefined) {
+      this.#failWrite(this.#received.error ?? closedError("write"));
+    }
   };
 
   #onDrain = (): void => {
