@@ -45,11 +45,19 @@ export function unrefTimeout(callback: () => void, ms: number): TimerHandle {
 /**
  * Keeps the process alive while something waits, by ref'ing one long-lived
  * interval instead of creating a timer each time: toggling a ref is far
- * cheaper than a setInterval/clearInterval pair per acquire.
+ * cheaper than a setInterval/clearInterval pair per acquire. Still, a ref
+ * and an unref per acquire cost as much as all the rest of one on Bun
+ * (native calls), and another acquire usually follows: so `release` lets
+ * the interval go only if nothing held it again within RELEASE_DELAY_MS
+ * (an unref'd timer checks). The process may thus outlive its last wait by
+ * that long; it is kept alive during every wait, as before.
  */
 export class KeepAlive {
   #handle: ReturnType<typeof setInterval> | undefined;
   #held = false;
+  /** Whether the interval is ref'd now (held, or released and not yet let go). */
+  #refed = false;
+  #releaseTimer: TimerHandle | undefined;
   #closed = false;
 
   hold(): void {
@@ -57,23 +65,37 @@ export class KeepAlive {
     // not start an interval that nothing would clear.
     if (this.#held || this.#closed) return;
     this.#held = true;
+    if (this.#refed) return;
+    this.#refed = true;
     if (this.#handle === undefined) this.#handle = setInterval(() => {}, 1 << 30);
     else setRef(this.#handle, true);
   }
 
   release(): void {
-    if (!this.#held || this.#handle === undefined) return;
+    if (!this.#held) return;
     this.#held = false;
-    setRef(this.#handle, false);
+    this.#releaseTimer ??= unrefTimeout(this.#letGo, RELEASE_DELAY_MS);
   }
 
   close(): void {
     if (this.#handle !== undefined) clearInterval(this.#handle);
-    this.#handle = undefined;
-    this.#held = false;
+    clearTimeout(this.#releaseTimer);
+    this.#handle = this.#releaseTimer = undefined;
+    this.#held = this.#refed = false;
     this.#closed = true;
   }
+
+  // Bound once: no closure per release.
+  #letGo = (): void => {
+    this.#releaseTimer = undefined;
+    if (this.#held || !this.#refed || this.#handle === undefined) return;
+    this.#refed = false;
+    setRef(this.#handle, false);
+  };
 }
+
+/** How long a released KeepAlive stays ref'd in case it is held again. */
+const RELEASE_DELAY_MS = 25;
 
 function setRef(handle: unknown, ref: boolean): void {
   if (typeof handle === "object" && handle !== null && "ref" in handle) {

@@ -44,9 +44,12 @@ interface DiagnosticsChannel {
   channel(name: string): Channel;
 }
 
-let channels: Map<string, Channel> | null | undefined;
+/** Each event type's channel; a plain object of fixed shape, read on every hand-out and return. */
+type Channels = Record<PoolEvent["type"], Channel>;
 
-function load(): Map<string, Channel> | null {
+let channels: Channels | null | undefined;
+
+function load(): Channels | null {
   const process = (globalThis as {
     process?: { getBuiltinModule?(name: string): unknown };
   }).process;
@@ -54,7 +57,9 @@ function load(): Map<string, Channel> | null {
     | DiagnosticsChannel
     | undefined;
   if (module === undefined || typeof module.channel !== "function") return null;
-  return new Map(EVENT_TYPES.map((type) => [type, module.channel(`upstream-pool:${type}`)]));
+  const table = {} as Channels;
+  for (const type of EVENT_TYPES) table[type] = module.channel(`upstream-pool:${type}`);
+  return table;
 }
 
 /** The pool's side of the channels. */
@@ -65,10 +70,12 @@ export const diagnostics: {
   publish(event: PoolEvent): void;
 } = {
   subscribed(type: PoolEvent["type"]): boolean {
-    return (channels ??= load())?.get(type)?.hasSubscribers === true;
+    const table = channels === undefined ? (channels = load()) : channels;
+    return table !== null && table[type].hasSubscribers === true;
   },
   publish(event: PoolEvent): void {
-    const channel = (channels ??= load())?.get(event.type);
+    const table = channels === undefined ? (channels = load()) : channels;
+    const channel = table?.[event.type];
     if (channel?.hasSubscribers) channel.publish(event);
   },
 };

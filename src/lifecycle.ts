@@ -7,7 +7,7 @@
 import type { ResolvedAddress } from "./address.ts";
 import type { Lease } from "./connection.ts";
 import type { CloseReason, ExpireEvent, PoolEvent } from "./events.ts";
-import { HostPool } from "./host_pool.ts";
+import { HostPool, IdleLru, type SharedLists, SocketList } from "./host_pool.ts";
 import { IdleExpiry } from "./idle_expiry.ts";
 import { LeakWatch } from "./leak_watch.ts";
 import type { PoolPolicy } from "./options.ts";
@@ -66,7 +66,9 @@ export class Lifecycle {
   /** Connections in every phase, all addresses (checked against maxTotal). */
   size = 0;
   /** Every idle socket, least recently idle first (for maxIdle and maxTotal). */
-  readonly idleLru: Set<PooledSocket> = new Set();
+  readonly idleLru: IdleLru = new IdleLru();
+  /** Reserved and borrowed sockets, all addresses (each address counts its own). */
+  readonly shared: SharedLists = { reserved: new SocketList(), borrowed: new SocketList() };
   /**
    * Orders waiters' arrivals and sockets becoming idle, so that a settle
    * turn knows which of them it vouches for.
@@ -112,7 +114,7 @@ export class Lifecycle {
     let host = this.hosts.get(address.key);
     if (host === undefined) {
       const own = this.#policy.perAddress.get(address.key);
-      host = new HostPool(address, own ?? this.#policy.defaults, own !== undefined);
+      host = new HostPool(address, own ?? this.#policy.defaults, own !== undefined, this.shared);
       this.hosts.set(address.key, host);
     }
     return host;
@@ -181,7 +183,8 @@ export class Lifecycle {
   /** Idle → reserved for an acquire, until its settle turn is over; still watched. */
   toReserved(socket: PooledSocket, host: HostPool, by: number): void {
     this.#leave(socket, host);
-    host.reserved.add(socket);
+    this.shared.reserved.add(socket);
+    host.reservedCount++;
     socket.phase = "reserved";
     socket.reservedBy = by;
   }
@@ -205,7 +208,8 @@ export class Lifecycle {
   /** To a borrower. `waitMs` is how long the acquire waited, or -1 if not measured. */
   toBorrowed(socket: PooledSocket, host: HostPool, lease: Lease, waitMs: number): void {
     this.#leave(socket, host);
-    host.borrowed.add(socket);
+    this.shared.borrowed.add(socket);
+    host.borrowedCount++;
     socket.uses++;
     socket.lend("borrowed", lease);
     this.#leaks?.add(lease);
@@ -261,25 +265,18 @@ export class Lifecycle {
 
   // Takes the socket out of the collection of the phase it is in.
   #leave(socket: PooledSocket, host: HostPool): void {
-    switch (socket.phase) {
-      case "idle":
-        host.removeIdle(socket);
-        this.idleLru.delete(socket);
-        break;
-      case "borrowed":
-        if (host.borrowed.delete(socket) && socket.holder !== undefined) {
-          this.#leaks?.delete(socket.holder as Lease);
-        }
-        break;
-      case "reserved":
-        host.reserved.delete(socket);
-        break;
-      case "setting-up":
-        host.settingUp.delete(socket);
-        break;
-      case "validating":
-        host.validating.delete(socket);
-        break;
+    const phase = socket.phase;
+    if (phase === "idle") {
+      host.removeIdle(socket);
+      this.idleLru.delete(socket);
+      return;
     }
+    if (phase === "reserved") host.reservedCount--;
+    else if (phase === "borrowed") {
+      host.borrowedCount--;
+      if (socket.holder !== undefined) this.#leaks?.delete(socket.holder as Lease);
+    }
+    // The list of its phase: the address's, or pool-wide.
+    socket.list?.delete(socket);
   }
 }

@@ -230,9 +230,15 @@ export class ConnectionPool<State = ConnectionState> implements AsyncDisposable 
    * );
    * ```
    */
-  acquire(address: Address, options: AcquireOptions = {}): Promise<Acquired<State>> {
+  acquire(address: Address, options?: AcquireOptions): Promise<Acquired<State>> {
     try {
-      return this.#acquire(resolveAddress(address), checkSignal(options), false);
+      // No options (the common call) need no checking.
+      const resolved = resolveAddress(address);
+      return this.#acquire(
+        resolved,
+        options === undefined ? undefined : checkSignal(options),
+        false,
+      );
     } catch (error) {
       return Promise.reject(error);
     }

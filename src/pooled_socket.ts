@@ -12,6 +12,7 @@
 // so no chunk can be stranded.
 import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
+import type { SocketList } from "./host_pool.ts";
 import type { TransportConnection } from "./transports/transport.ts";
 
 /** What one transport read produced. */
@@ -77,11 +78,21 @@ export class PooledSocket {
   reusable = true;
   /** Bytes received since the current holder took the socket. */
   received = 0;
+  /**
+   * The list of its phase it is in (the pool's reserved or borrowed list,
+   * the address's setting-up or validating list; none while idle), and its
+   * neighbours there: see SocketList. Only the lifecycle moves it.
+   */
+  list: SocketList | undefined = undefined;
+  /** While idle: its slot in the pool-wide idle LRU (IdleLru); -1 when not in it. */
+  lruIndex = -1;
+  prev: PooledSocket | undefined = undefined;
+  next: PooledSocket | undefined = undefined;
 
   #owner: SocketOwner;
   #reading = false;
   /** Read results nobody has taken yet, oldest first (bytes put back go in front). */
-  #unread: ReadOutcome[] = [];
+  #unread: ReadOutcome[] | undefined = undefined; // made when needed: most sockets never hold any
   #reader: PendingRead | null = null;
   #ended = false;
   /** The first failure of the connection, as the runtime reported it. */
@@ -104,7 +115,7 @@ export class PooledSocket {
 
   /** True while bytes, EOF or an error wait in the socket unread. */
   get hasUnread(): boolean {
-    return this.#unread.length > 0;
+    return this.#unread !== undefined;
   }
 
   /** True while a write is still in progress. */
@@ -119,7 +130,7 @@ export class PooledSocket {
 
   /** Could go back to the idle list as it is: open, clean, nothing pending. */
   get clean(): boolean {
-    return this.reusable && this.#unread.length === 0 && this.#writes === 0;
+    return this.reusable && this.#unread === undefined && this.#writes === 0;
   }
 
   /** Starts the idle watch: a read whose every outcome means "broken". */
@@ -176,7 +187,7 @@ export class PooledSocket {
         new TypeError("Cannot read: another read on this connection is still pending"),
       );
     }
-    const unread = this.#unread.shift();
+    const unread = this.#takeUnread();
     if (unread !== undefined) {
       this.#ensureReading();
       return this.#settle(unread);
@@ -222,7 +233,7 @@ export class PooledSocket {
 
   /** Puts bytes back in front of the receive queue; the next read returns them first. */
   unread(chunk: Uint8Array): void {
-    if (chunk.length > 0) this.#unread.unshift({ chunk });
+    if (chunk.length > 0) (this.#unread ??= []).unshift({ chunk });
   }
 
   write(chunk: Uint8Array): Promise<void> {
@@ -275,7 +286,7 @@ export class PooledSocket {
 
   #ensureReading(): void {
     if (this.#reading || this.#ended || this.#failure !== undefined) return;
-    if (this.#unread.length > 0) return;
+    if (this.#unread !== undefined) return;
     this.#reading = true;
     let pending: Promise<Uint8Array | null>;
     try {
@@ -308,7 +319,7 @@ export class PooledSocket {
     }
     const reader = this.#reader;
     if (reader === null) {
-      this.#unread.push(outcome);
+      (this.#unread ??= []).push(outcome);
       return;
     }
     this.#reader = null;
@@ -317,6 +328,15 @@ export class PooledSocket {
       this.#ensureReading();
     } else if ("eof" in outcome) reader.resolve(null);
     else reader.reject(outcome.error);
+  }
+
+  /** The oldest unread outcome, if any; the queue is dropped once empty. */
+  #takeUnread(): ReadOutcome | undefined {
+    const unread = this.#unread;
+    if (unread === undefined) return undefined;
+    const outcome = unread.shift();
+    if (unread.length === 0) this.#unread = undefined;
+    return outcome;
   }
 
   #settle(outcome: ReadOutcome): Promise<Uint8Array | null> {

@@ -179,7 +179,12 @@ export class Scheduler {
     const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
     const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
     this.#life.toBorrowed(socket, host, lease, waitMs);
-    this.dispatch(host); // the minIdle upkeep replaces it
+    // The minIdle upkeep replaces it, and acquires that came meanwhile are served;
+    // with neither, dispatch would find nothing to do. (Fresh waiters need
+    // no look: this hand-out freed no slot and started no connect.)
+    if (host.minIdle > 0 || host.waiters.size > 0) {
+      this.dispatch(host);
+    }
     return lease;
   }
 
@@ -232,7 +237,7 @@ export class Scheduler {
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      host.warmers.push({ target: count, resolve, reject });
+      host.warmers = [...host.warmers, { target: count, resolve, reject }];
       this.dispatch(host);
       if (host.coming === 0 && host.backoffTimer === undefined) {
         host.warmers = host.warmers.filter((warmer) => warmer.resolve !== resolve);
@@ -266,14 +271,16 @@ export class Scheduler {
       needed--;
     }
     if (needed > 0) host.waiters.markWaiting(needed, performance.now());
-    this.#upkeep.refill(host, (count) => {
-      let started = 0;
-      while (started < count && this.#mayConnect(host)) {
-        this.#connect(host, undefined);
-        started++;
-      }
-      return started;
-    });
+    if (host.minIdle > 0) {
+      this.#upkeep.refill(host, (count) => {
+        let started = 0;
+        while (started < count && this.#mayConnect(host)) {
+          this.#connect(host, undefined);
+          started++;
+        }
+        return started;
+      });
+    }
     this.#life.forgetIfEmpty(host);
   }
 
@@ -341,7 +348,9 @@ export class Scheduler {
       for (const waiter of [...host.waiters.drain(), ...host.freshWaiters.drain()]) {
         this.#settleWaiter(waiter).reject(closedError(host.address.key));
       }
-      for (const warmer of host.warmers.splice(0)) warmer.reject(closedError(host.address.key));
+      const warmers = host.warmers;
+      host.warmers = [];
+      for (const warmer of warmers) warmer.reject(closedError(host.address.key));
       for (const socket of host.validating) {
         const waiter = this.#validatingFor.get(socket);
         if (waiter === undefined || waiter.done) continue;
@@ -513,7 +522,8 @@ export class Scheduler {
         if (victim === undefined) expiry = "max-idle";
       }
     }
-    return expiry === undefined ? { victim } : { close: "expired", expiry };
+    if (expiry !== undefined) return { close: "expired", expiry };
+    return victim === undefined ? KEEP : { victim };
   }
 
   // ---- connects ---------------------------------------------------------------
@@ -550,11 +560,10 @@ export class Scheduler {
 
   /** The least recently used idle socket whose address does not need it. */
   #evictable(except: HostPool | undefined): PooledSocket | undefined {
-    for (const socket of this.#life.idleLru) {
+    return this.#life.idleLru.find((socket) => {
       const owner = this.#life.hosts.get(socket.address.key)!;
-      if (owner !== except && owner.waiters.size === 0) return socket;
-    }
-    return undefined;
+      return owner !== except && owner.waiters.size === 0;
+    });
   }
 
   #connect(host: HostPool, requester: Requester | undefined): void {
@@ -650,7 +659,9 @@ export class Scheduler {
     this.#life.totals.failed++;
     host.healthy = false;
     host.lastError = error;
-    for (const warmer of host.warmers.splice(0)) warmer.reject(error);
+    const warmers = host.warmers;
+    host.warmers = [];
+    for (const warmer of warmers) warmer.reject(error);
     if (requester !== undefined) requester.reject(error);
     else if (!this.#closed) {
       const line = host.freshWaiters.size > 0 ? host.freshWaiters : host.waiters;
@@ -752,8 +763,12 @@ interface IdleVerdict {
   victim?: PooledSocket;
 }
 
+/** The common verdict, shared: it goes idle and evicts nothing. */
+const KEEP: IdleVerdict = Object.freeze({});
+
 /** A socket reserved by an acquire after `seq` that was idle before `seq` arrived. */
 function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
+  if (host.reservedCount === 0) return undefined;
   for (const socket of host.reserved) {
     if (socket.reservedBy > seq && socket.idleStamp < seq) return socket;
   }

@@ -139,8 +139,8 @@ export function countsOf(
   for (const host of hosts) {
     if (host.empty) continue;
     const counts: AddressCounts = {
-      idle: host.idle.length + host.reserved.size, // reserved ones are idle until handed out
-      borrowed: host.borrowed.size,
+      idle: host.idle.length + host.reservedCount, // reserved ones are idle until handed out
+      borrowed: host.borrowedCount,
       connecting: host.connecting,
       settingUp: host.settingUp.size,
       validating: host.validating.size,

@@ -9,6 +9,7 @@ import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
 import { keepAliveDelay } from "./_keepalive.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -34,7 +35,7 @@ export function closedError(what: string): Error {
  * through the shared receive queue (which pauses the socket when a reader
  * falls behind); writes wait for `'drain'` when Node's buffer is full.
  */
-export class NodeConnection implements TransportConnection {
+export class NodeConnection extends LazyRef implements TransportConnection {
   readonly #socket: net.Socket;
   readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
@@ -44,6 +45,7 @@ export class NodeConnection implements TransportConnection {
   readonly tls: TlsInfo | undefined;
 
   constructor(socket: net.Socket, tls?: TlsInfo) {
+    super();
     this.#socket = socket;
     this.tls = tls;
     this.#received = new ReceiveQueue(socket);
@@ -99,18 +101,18 @@ export class NodeConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.stopRefs();
     this.#socket.destroy();
     this.#received.close(true);
     if (this.#rejectDrain !== undefined) this.#failWrite(closedError("write"));
   }
 
+  // ref() and unref() come from LazyRef, which calls this at most once per sweep.
   // A destroyed socket would only queue the call for a 'connect' that never comes.
-  ref(): void {
-    if (!this.#closed) this.#socket.ref();
-  }
-
-  unref(): void {
-    if (!this.#closed) this.#socket.unref();
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#socket.ref();
+    else this.#socket.unref();
   }
 
   // Handlers are arrow-function fields: bound once per connection, not per event.
@@ -130,6 +132,7 @@ export class NodeConnection implements TransportConnection {
 
   #onClose = (): void => {
     this.#closed = true;
+    this.stopRefs();
     this.#received.close(false);
     // Built only for a write waiting on 'drain': an Error per close costs.
     if (this.#rejectDrain !== undefined) {

@@ -35,6 +35,7 @@ import type {
 import { twoImmediateTurns } from "./_immediate_turns.ts";
 import { unwritableChunk } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 import { closedError, connectNodeSocket, NodeConnection } from "./_node_net.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
@@ -88,7 +89,7 @@ interface PendingShutdown {
 }
 
 /** One native Bun socket behind the pull-based connection interface. */
-class BunConnection implements TransportConnection {
+class BunConnection extends LazyRef implements TransportConnection {
   readonly #socket: BunSocket;
   readonly #received: ReceiveQueue;
   /** `close()` was called or the socket closed. */
@@ -107,6 +108,7 @@ class BunConnection implements TransportConnection {
     tls: TlsInfo | undefined,
     saveSession: { key: string; sessions: TlsSessionCache } | undefined,
   ) {
+    super();
     this.#socket = socket;
     this.#received = new ReceiveQueue(socket);
     this.tls = tls;
@@ -171,18 +173,18 @@ class BunConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.stopRefs();
     this.#received.close(true);
     this.#failWrites();
     // Fires our close handler synchronously; #closed makes it a no-op.
     this.#socket.end();
   }
 
-  ref(): void {
-    if (!this.#closed) this.#socket.ref();
-  }
-
-  unref(): void {
-    if (!this.#closed) this.#socket.unref();
+  // ref() and unref() come from LazyRef, which calls this at most once per sweep.
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#socket.ref();
+    else this.#socket.unref();
   }
 
   /** Fails the writes still waiting for `drain`, and a waiting half-close. */
@@ -246,6 +248,7 @@ class BunConnection implements TransportConnection {
       const connection = socket.data;
       if (connection.#closed) return;
       connection.#closed = true;
+      connection.stopRefs();
       if (error !== undefined) connection.#received.fail(error);
       connection.#received.close(false);
       connection.#failWrites();

@@ -27,6 +27,7 @@ import { closeQuietly, deno, type DenoConn, type DenoTcpConn } from "./_deno_api
 import { ReactorTurn } from "./_deno_reactor_turn.ts";
 import { tlsHandshakeError, tlsUnsupportedError } from "./_tls.ts";
 import { unwritableChunk } from "./_chunks.ts";
+import { LazyRef } from "./_lazy_unref.ts";
 
 export type { Transport, TransportConnection, TransportConnectOptions } from "./transport.ts";
 export type { ResolvedAddress } from "../address.ts";
@@ -57,7 +58,7 @@ function closedError(what: string): Error {
 }
 
 /** One `Deno.TcpConn` or `Deno.UnixConn` behind the pull-based connection interface. */
-class DenoConnection implements TransportConnection {
+class DenoConnection extends LazyRef implements TransportConnection {
   readonly #conn: DenoConn;
   readonly #small = new Uint8Array(SMALL_READ_BUFFER);
   #big: Uint8Array | undefined;
@@ -70,6 +71,7 @@ class DenoConnection implements TransportConnection {
   readonly tls: TlsInfo | undefined;
 
   constructor(conn: DenoConn, tls?: TlsInfo) {
+    super();
     this.#conn = conn;
     this.tls = tls;
   }
@@ -128,6 +130,7 @@ class DenoConnection implements TransportConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.stopRefs();
     try {
       this.#conn.close();
     } catch {
@@ -136,17 +139,24 @@ class DenoConnection implements TransportConnection {
     connectionClosed();
   }
 
-  ref(): void {
-    this.#refed = true;
-    if (!this.#closed) this.#conn.ref();
+  // LazyRef calls this at most once per sweep; `#refed` is what was asked.
+  protected nativeRef(refed: boolean): void {
+    if (this.#closed) return;
+    if (refed) this.#conn.ref();
+    else this.#conn.unref();
   }
 
-  unref(): void {
+  override ref(): void {
+    this.#refed = true;
+    super.ref();
+  }
+
+  override unref(): void {
     this.#refed = false;
     // Idle: the next burst starts with a small buffer again (a read in
     // progress keeps its own).
     this.#big = undefined;
-    if (!this.#closed) this.#conn.unref();
+    super.unref();
   }
 }
 

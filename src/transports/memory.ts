@@ -193,8 +193,11 @@ class DeliveryTurns {
   }
 
   run(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#due.size === 0) return;
     const due = [...this.#due];
     this.#due.clear();
     for (const connection of due) connection.deliver();
