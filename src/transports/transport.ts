@@ -54,7 +54,12 @@ export interface TransportConnection {
   close(): void;
   /** Lets this connection keep the process alive (the default). */
   ref(): void;
-  /** Stops this connection, and any read pending on it, from keeping the process alive. */
+  /**
+   * Stops this connection, and any read pending on it, from keeping the
+   * process alive. The built-in Node, Bun and Deno transports may defer the
+   * native call by up to 50 ms (a pooled connection is usually ref'd again
+   * sooner); `ref()` takes effect at once.
+   */
   unref(): void;
   /** What the TLS handshake agreed on; `undefined` for a connection without TLS. */
   readonly tls?: TlsInfo;
