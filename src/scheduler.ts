@@ -2,28 +2,25 @@
 // connection after its settle turn, a finished connect and setup, a freed
 // slot) within maxPerHost and maxTotal, oldest waiter first; starts the
 // connects that waiters and the minIdle upkeep need. It asks the lifecycle
-// to move connections and never edits the collections itself.
+// to move connections and never edits the collections itself. An acquire
+// with nobody ahead of it takes the fast path (fast_path.ts); what the idle
+// limits allow is idle_limits.ts, the waiting acquires' keep-alive and
+// deadlines waiting.ts.
 import { Lease, type LeaseOwner } from "./connection.ts";
-import { AcquireDeadlines } from "./deadlines.ts";
 import type { Connector } from "./connector.ts";
+import { FastPath, type Line, type Ticket } from "./fast_path.ts";
 import { closedError, PoolError } from "./errors.ts";
 import type { HostPool } from "./host_pool.ts";
 import type { CloseReason, ExpireReason, Lifecycle, Observer } from "./lifecycle.ts";
 import type { PoolPolicy } from "./options.ts";
 import type { PooledSocket } from "./pooled_socket.ts";
 import { runSetup, runValidate } from "./hooks.ts";
+import { IdleLimits, type IdleVerdict } from "./idle_limits.ts";
 import { type Handout, SettleTurns } from "./settle_turns.ts";
 import type { TransportConnection } from "./transports/transport.ts";
 import { Upkeep } from "./upkeep.ts";
-import { KeepAlive } from "./_timers.ts";
 import { Waiter } from "./wait_queue.ts";
-
-/** An acquire's place: its order of arrival, when (Date.now()), and where it was called. */
-interface Ticket {
-  readonly seq: number;
-  readonly arrived: number;
-  readonly stack: string;
-}
+import { Waiting } from "./waiting.ts";
 
 /** Whoever asked for a connect directly (`add`), told how it ended. */
 export interface Requester {
@@ -31,7 +28,7 @@ export interface Requester {
   reject(error: unknown): void;
 }
 
-export class Scheduler {
+export class Scheduler implements Line {
   readonly #life: Lifecycle;
   readonly #policy: PoolPolicy;
   readonly #connector: Connector;
@@ -39,17 +36,15 @@ export class Scheduler {
   readonly #observer: Observer;
   readonly #turns: SettleTurns;
   readonly #upkeep: Upkeep;
-  readonly #deadlines: AcquireDeadlines = new AcquireDeadlines((waiter) => this.#timeOut(waiter));
-  /** Keeps the process alive while acquires wait. */
-  readonly #keepAlive: KeepAlive = new KeepAlive();
+  readonly #limits: IdleLimits;
+  readonly #waiting: Waiting;
+  readonly #fastPath: FastPath;
   /** Waiters taken out of line while validate checks a connection for them (close() rejects them). */
   readonly #validatingFor: Map<PooledSocket, Waiter> = new Map();
   /** Addresses whose waiters maxTotal holds back. */
   readonly #blocked: Set<HostPool> = new Set();
   /** Aborted by close(): ends the budget of every hook still running. */
   readonly #closing: AbortController = new AbortController();
-  /** Acquires not yet settled, all addresses. */
-  #waiting = 0;
   #closed = false;
 
   constructor(
@@ -66,6 +61,18 @@ export class Scheduler {
     this.#observer = observer;
     this.#turns = new SettleTurns(connector, (handout) => this.#handOut(handout));
     this.#upkeep = new Upkeep(life, (host) => this.dispatch(host));
+    this.#limits = new IdleLimits(life, policy, (host) => this.slotFreed(host));
+    this.#waiting = new Waiting(life, policy);
+    this.#fastPath = new FastPath(
+      life,
+      policy,
+      connector,
+      owner,
+      observer,
+      this.#waiting,
+      this.#limits,
+      this,
+    );
   }
 
   /**
@@ -81,111 +88,20 @@ export class Scheduler {
     const arrived = host.lastAcquired = Date.now();
     this.#upkeep.acquired(host);
     const ticket: Ticket = { seq: ++this.#life.stamps, arrived, stack };
-    if (
-      !fresh && host.waiters.size === 0 && host.idle.length > 0 &&
-      (host.policy.validate === undefined ||
-        // The socket #takeAtOnce will pick: the newest idle one, or the oldest for "fifo".
-        arrived - host.idle[this.#policy.order === "lifo" ? host.idle.length - 1 : 0]!.idleSince <
-          host.policy.validateAfter)
-    ) {
-      return this.#takeAtOnce(host, signal, ticket);
+    if (!fresh && this.#fastPath.applies(host, arrived)) {
+      return this.#fastPath.take(host, signal, ticket);
     }
     return this.#enqueue(host, signal, fresh, ticket);
   }
 
-  // The fast path: no waiter, no queue, no deadline. The idle socket is
-  // reserved now and lent once a settle turn asked for now is over (that
-  // turn vouches for it and for this acquire). If it broke meanwhile, the
-  // acquire joins the line in the place its arrival gave it.
-  #takeAtOnce(host: HostPool, signal: AbortSignal | undefined, ticket: Ticket): Promise<Lease> {
-    const socket = host.pickIdle(this.#policy.order, Infinity)!;
-    this.#life.toReserved(socket, host, ticket.seq);
-    const arrivedAt = this.#observer.observes("handed-out") ? performance.now() : -1;
-    this.#countWaiting(1);
-    const turn = this.#connector.settle();
-    if (signal === undefined) {
-      return turn.then(() => this.#afterTurn(host, socket, undefined, ticket, arrivedAt));
-    }
-    // An abort leaves at once, as it does from the line: the socket is idle again.
-    return new Promise<Lease>((resolve, reject) => {
-      let done = false;
-      const onAbort = (): void => {
-        if (done) return;
-        done = true;
-        this.#countWaiting(-1);
-        // Still its own: an earlier acquire may have taken it over, and a later one reserved it again.
-        if (socket.phase === "reserved" && socket.reservedBy === ticket.seq) {
-          this.#life.unreserve(socket, host);
-          // Connections retained meanwhile found it gone from the idle list:
-          // with it back, the idle limits may be exceeded.
-          if (host.waiters.size === 0) this.#trimIdle(host);
-          this.dispatch(host);
-        }
-        reject(signal.reason);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      turn.then(() => {
-        signal.removeEventListener("abort", onAbort);
-        if (done) return;
-        done = true;
-        // Settled in this callback, not one hop later: acquires served by one
-        // turn resolve in the order they arrived.
-        try {
-          resolve(this.#afterTurn(host, socket, signal, ticket, arrivedAt));
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
+  /** Whether close() was called. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
-  #afterTurn(
-    host: HostPool,
-    reserved: PooledSocket,
-    signal: AbortSignal | undefined,
-    ticket: Ticket,
-    arrivedAt: number,
-  ): Lease | Promise<Lease> {
-    this.#countWaiting(-1);
-    let socket = reserved;
-    if (socket.phase !== "reserved" || socket.reservedBy !== ticket.seq) {
-      // It broke during the turn (and was closed), the pool was closed, or an
-      // earlier acquire took it over (it may be reserved again, by a later one).
-      if (this.#closed) throw closedError(host.address.key);
-      // First come, first served: a socket reserved by a later acquire is
-      // this one's if this turn vouches for it too (idle before this acquire
-      // arrived); that acquire then takes its place in line.
-      const spare = laterReservation(host, ticket.seq);
-      // Closing it may have left the address empty and forgotten.
-      if (spare === undefined) {
-        return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
-      }
-      socket = spare;
-    }
-    if (this.#closed) {
-      this.#life.close(socket, host, "pool-closed");
-      throw closedError(host.address.key);
-    }
-    const now = Date.now();
-    const idleMs = now - socket.idleSince;
-    if (socket.expiresAt <= now || idleMs >= socket.idleTimeout) {
-      const expiry = socket.expiresAt <= now ? "max-lifetime" : "idle-timeout";
-      this.#life.close(socket, host, "expired", expiry);
-      this.slotFreed(host);
-      return this.#enqueue(this.#life.host(host.address), signal, false, ticket);
-    }
-    const reused = socket.uses > 0;
-    if (reused) this.#life.totals.reused++;
-    const lease = new Lease(this.#owner, socket, !reused, idleMs, ticket.stack);
-    const waitMs = arrivedAt < 0 ? -1 : performance.now() - arrivedAt;
-    this.#life.toBorrowed(socket, host, lease, waitMs);
-    // The minIdle upkeep replaces it, and acquires that came meanwhile are served;
-    // with neither, dispatch would find nothing to do. (Fresh waiters need
-    // no look: this hand-out freed no slot and started no connect.)
-    if (host.minIdle > 0 || host.waiters.size > 0) {
-      this.dispatch(host);
-    }
-    return lease;
+  /** An acquire the fast path could not serve joins the line of its address. */
+  enqueue(host: HostPool, signal: AbortSignal | undefined, ticket: Ticket): Promise<Lease> {
+    return this.#enqueue(host, signal, false, ticket);
   }
 
   /** An acquire joins the line of its address; resolves with its lease. */
@@ -212,20 +128,19 @@ export class Scheduler {
       );
       if (this.#observer.observes("handed-out")) waiter.arrivedAt = performance.now();
       (fresh ? host.freshWaiters : host.waiters).insert(waiter);
-      this.#countWaiting(1);
+      this.#waiting.lined(waiter);
       if (signal !== undefined) {
-        const onAbort = (): void => this.#leave(waiter, signal.reason);
+        const onAbort = (): void => this.#waiting.leave(waiter, signal.reason);
         signal.addEventListener("abort", onAbort, { once: true });
         waiter.onDone(() => signal.removeEventListener("abort", onAbort));
       }
-      this.#deadlines.add(waiter);
       this.dispatch(host);
     });
   }
 
   /** Opens a connection for `add`: it goes to a waiter or the idle list. */
   add(host: HostPool, requester: Requester): void {
-    this.#makeRoom(host);
+    this.#limits.makeRoom(host);
     this.#connect(host, requester);
   }
 
@@ -255,7 +170,7 @@ export class Scheduler {
   /** Whether a new connection to `host` fits the limits now (closing an unneeded idle one elsewhere). */
   hasRoom(host: HostPool): boolean {
     if (host.size >= host.policy.maxPerHost) return false;
-    return this.#life.size < this.#policy.maxTotal || this.#evictable(host) !== undefined;
+    return this.#life.size < this.#policy.maxTotal || this.#limits.evictable(host) !== undefined;
   }
 
   /** Matches the address's waiters with idle sockets (after a settle turn) and starts the connects the rest need. */
@@ -265,7 +180,7 @@ export class Scheduler {
     if (waiters > 0 && host.idle.length > 0) this.#turns.schedule(host, this.#life.stamps);
     // Idle connections serve waiters in line; fresh waiters only take new ones.
     let needed = Math.max(0, waiters - host.idle.length) + host.freshWaiters.size - host.coming;
-    if (needed > 0 && host.freshWaiters.size > 0) this.#closeIdleForFresh(host);
+    if (needed > 0 && host.freshWaiters.size > 0) this.#limits.closeForFresh(host);
     while (needed > 0 && this.#mayConnect(host)) {
       this.#connect(host, undefined);
       needed--;
@@ -291,7 +206,9 @@ export class Scheduler {
     else if (!socket.clean) reason = "dropped";
     else if (socket.uses >= host.policy.maxUses) reason = "max-uses";
     // Decided before the return is reported, so that the event says what happens to it.
-    const verdict = reason === undefined ? this.#idleVerdict(host, socket, idleTimeout) : undefined;
+    const verdict = reason === undefined
+      ? this.#limits.verdict(host, socket, idleTimeout)
+      : undefined;
     this.#life.returned(socket, host, lease, verdict?.close === undefined && reason === undefined);
     if (reason !== undefined) {
       this.#life.close(socket, host, reason);
@@ -341,12 +258,12 @@ export class Scheduler {
   /** Stops everything: waiters reject with POOL_CLOSED, idle sockets close. */
   close(): void {
     this.#closed = true;
-    this.#deadlines.close();
+    this.#waiting.stopDeadlines();
     this.#blocked.clear();
     this.#turns.clear();
     for (const host of [...this.#life.hosts.values()]) {
       for (const waiter of [...host.waiters.drain(), ...host.freshWaiters.drain()]) {
-        this.#settleWaiter(waiter).reject(closedError(host.address.key));
+        this.#waiting.settle(waiter).reject(closedError(host.address.key));
       }
       const warmers = host.warmers;
       host.warmers = [];
@@ -356,7 +273,7 @@ export class Scheduler {
         if (waiter === undefined || waiter.done) continue;
         waiter.validating = false;
         host.waitersValidating--;
-        this.#settleWaiter(waiter).reject(closedError(host.address.key));
+        this.#waiting.settle(waiter).reject(closedError(host.address.key));
       }
       // Hooks still running on a connection see it closed and give up.
       for (
@@ -372,7 +289,7 @@ export class Scheduler {
     // acquire waiting for a validation then rejects, and no timer is left.
     this.#closing.abort(new PoolError("POOL_CLOSED", "The pool was closed"));
     // Last: rejecting the waiters above releases the keep-alive once more.
-    this.#keepAlive.close();
+    this.#waiting.close();
   }
 
   // ---- hand-outs -------------------------------------------------------------
@@ -409,7 +326,7 @@ export class Scheduler {
       }
       // Sockets retained for waiters skipped the idle limits; with the line
       // served (or gone), what is left over must fit them again.
-      if (host.waiters.size === 0) this.#trimIdle(host);
+      if (host.waiters.size === 0) this.#limits.trim(host);
       this.dispatch(host);
     }
     this.#serveBlocked();
@@ -437,7 +354,7 @@ export class Scheduler {
           this.#life.close(socket, host, ok ? "drained" : "validation-failed");
         }
         if (!waiter.done) {
-          if (this.#closed) this.#settleWaiter(waiter).reject(closedError(host.address.key));
+          if (this.#closed) this.#waiting.settle(waiter).reject(closedError(host.address.key));
           else host.waiters.insert(waiter);
         }
         this.slotFreed(host);
@@ -463,7 +380,7 @@ export class Scheduler {
       if (waiter.arrivedAt >= 0) waitMs = now - waiter.arrivedAt;
     }
     this.#life.toBorrowed(socket, host, lease, waitMs);
-    this.#settleWaiter(waiter).resolve(lease);
+    this.#waiting.settle(waiter).resolve(lease);
   }
 
   #countWait(ms: number): void {
@@ -473,23 +390,12 @@ export class Scheduler {
     if (ms > totals.maxWaitMs) totals.maxWaitMs = ms;
   }
 
-  #trimIdle(host: HostPool): void {
-    while (host.idle.length > host.policy.maxIdlePerHost) {
-      this.#closeIdle(host.idle[0]!, host, "max-idle");
-    }
-    while (this.#life.idleLru.size > this.#policy.maxIdle) {
-      const victim = this.#evictable(undefined);
-      if (victim === undefined) break;
-      this.#closeIdle(victim, this.#life.hosts.get(victim.address.key)!, "max-idle");
-    }
-  }
-
   /** Puts a socket in the idle list, or closes it if policy says so. */
   #makeIdle(
     host: HostPool,
     socket: PooledSocket,
     idleTimeout: number,
-    verdict: IdleVerdict = this.#idleVerdict(host, socket, idleTimeout),
+    verdict: IdleVerdict = this.#limits.verdict(host, socket, idleTimeout),
   ): boolean {
     if (verdict.close !== undefined) {
       this.#life.close(socket, host, verdict.close, verdict.expiry);
@@ -500,30 +406,11 @@ export class Scheduler {
     // never find this address empty and forget it.
     this.#life.toIdle(socket, host, idleTimeout);
     if (victim !== undefined) {
-      this.#closeIdle(victim, this.#life.hosts.get(victim.address.key)!, "max-idle");
+      this.#limits.close(victim, this.#life.hosts.get(victim.address.key)!, "max-idle");
     }
     this.#upkeep.warmed(host);
     if (host.waiters.size > 0) this.#turns.schedule(host, this.#life.stamps);
     return true;
-  }
-
-  // What policy says of a socket about to go idle: close it (drained, or
-  // expired by a limit), or keep it, evicting `victim` to stay within maxIdle.
-  #idleVerdict(host: HostPool, socket: PooledSocket, idleTimeout: number): IdleVerdict {
-    if (socket.epoch < host.epoch) return { close: "drained" };
-    let victim: PooledSocket | undefined;
-    let expiry: ExpireReason | undefined;
-    if (idleTimeout <= 0) expiry = "idle-timeout";
-    else if (host.waiters.size === 0) {
-      if (socket.expiresAt !== Infinity && socket.expiresAt <= Date.now()) expiry = "max-lifetime";
-      else if (host.idle.length >= host.policy.maxIdlePerHost) expiry = "max-idle";
-      else if (this.#life.idleLru.size >= this.#policy.maxIdle) {
-        victim = this.#policy.maxIdle === 0 ? undefined : this.#evictable(undefined);
-        if (victim === undefined) expiry = "max-idle";
-      }
-    }
-    if (expiry !== undefined) return { close: "expired", expiry };
-    return victim === undefined ? KEEP : { victim };
   }
 
   // ---- connects ---------------------------------------------------------------
@@ -535,35 +422,9 @@ export class Scheduler {
     if (!host.healthy && host.coming > 0) return false;
     if (host.size >= host.policy.maxPerHost) return false;
     if (this.#life.size < this.#policy.maxTotal) return true;
-    if (this.#makeRoom(host)) return true;
+    if (this.#limits.makeRoom(host)) return true;
     if (host.waiting > 0) this.#blocked.add(host);
     return false;
-  }
-
-  /** At maxPerHost, a retry waiting for a new connection gets the slot of an idle one. */
-  #closeIdleForFresh(host: HostPool): void {
-    if (host.size < host.policy.maxPerHost || host.idle.length <= host.waiters.size) return;
-    this.#closeIdle(host.idle[0]!, host, "max-idle");
-  }
-
-  /** Closes the least recently used idle socket of another, unneeded address, if at maxTotal. */
-  #makeRoom(host: HostPool): boolean {
-    if (this.#life.size < this.#policy.maxTotal) return true;
-    const victim = this.#evictable(host);
-    if (victim === undefined) return false;
-    // The freed slot is the caller's: nobody else may be dispatched into it.
-    const owner = this.#life.hosts.get(victim.address.key)!;
-    this.#life.close(victim, owner, "expired", "max-idle");
-    this.#life.forgetIfEmpty(owner);
-    return true;
-  }
-
-  /** The least recently used idle socket whose address does not need it. */
-  #evictable(except: HostPool | undefined): PooledSocket | undefined {
-    return this.#life.idleLru.find((socket) => {
-      const owner = this.#life.hosts.get(socket.address.key)!;
-      return owner !== except && owner.waiters.size === 0;
-    });
   }
 
   #connect(host: HostPool, requester: Requester | undefined): void {
@@ -666,7 +527,7 @@ export class Scheduler {
     else if (!this.#closed) {
       const line = host.freshWaiters.size > 0 ? host.freshWaiters : host.waiters;
       const waiter = this.#takeWaiter(line);
-      if (waiter !== undefined) this.#settleWaiter(waiter).reject(error);
+      if (waiter !== undefined) this.#waiting.settle(waiter).reject(error);
       else this.#observer.emit({ type: "connect-error", address: host.address.key, error });
     }
     if (this.#closed) {
@@ -674,13 +535,6 @@ export class Scheduler {
       return;
     }
     this.#upkeep.failed(host);
-    this.slotFreed(host);
-  }
-
-  /** Closes an idle socket by policy and frees its slot. */
-  #closeIdle(socket: PooledSocket, host: HostPool, reason: ExpireReason): void {
-    if (socket.phase !== "idle") return;
-    this.#life.close(socket, host, "expired", reason);
     this.slotFreed(host);
   }
 
@@ -698,7 +552,9 @@ export class Scheduler {
   // first: at a free slot, or where an idle socket can make room.
   #serveBlocked(): void {
     if (this.#blocked.size === 0) return;
-    if (this.#life.size >= this.#policy.maxTotal && this.#evictable(undefined) === undefined) {
+    if (
+      this.#life.size >= this.#policy.maxTotal && this.#limits.evictable(undefined) === undefined
+    ) {
       return;
     }
     const blocked = [...this.#blocked]
@@ -715,64 +571,6 @@ export class Scheduler {
   #takeWaiter(line: HostPool["waiters"]): Waiter {
     return line.shift()!;
   }
-
-  /** A waiter is about to be resolved or rejected: it stops counting as waiting. */
-  #settleWaiter(waiter: Waiter): Waiter {
-    this.#countWaiting(-1);
-    return waiter;
-  }
-
-  /** A waiter gives up (aborted, timed out): it leaves the line at once. */
-  #leave(waiter: Waiter, error: unknown): void {
-    if (waiter.done) return;
-    const host = this.#life.hosts.get(waiter.key)!;
-    (waiter.fresh ? host.freshWaiters : host.waiters).leave(waiter);
-    if (waiter.validating) {
-      waiter.validating = false;
-      host.waitersValidating--;
-    }
-    this.#settleWaiter(waiter).reject(error);
-    this.#life.forgetIfEmpty(host);
-  }
-
-  #timeOut(waiter: Waiter): void {
-    const host = this.#life.hosts.get(waiter.key);
-    this.#life.totals.timedOut++;
-    const options = { address: waiter.key, operation: "acquire" };
-    this.#leave(
-      waiter,
-      new PoolError(
-        "ACQUIRE_TIMEOUT",
-        `Cannot acquire a connection to "${waiter.key}" within ${this.#policy.acquireTimeout} ms`,
-        host?.lastError === undefined ? options : { ...options, cause: host.lastError },
-      ),
-    );
-  }
-
-  #countWaiting(delta: number): void {
-    this.#waiting += delta;
-    if (this.#waiting > 0) this.#keepAlive.hold();
-    else this.#keepAlive.release();
-  }
-}
-
-/** Whether a socket may go idle: why not, or which idle socket it evicts. */
-interface IdleVerdict {
-  close?: CloseReason;
-  expiry?: ExpireReason;
-  victim?: PooledSocket;
-}
-
-/** The common verdict, shared: it goes idle and evicts nothing. */
-const KEEP: IdleVerdict = Object.freeze({});
-
-/** A socket reserved by an acquire after `seq` that was idle before `seq` arrived. */
-function laterReservation(host: HostPool, seq: number): PooledSocket | undefined {
-  if (host.reservedCount === 0) return undefined;
-  for (const socket of host.reserved) {
-    if (socket.reservedBy > seq && socket.idleStamp < seq) return socket;
-  }
-  return undefined;
 }
 
 function oldestSeq(host: HostPool): number {
