@@ -14,6 +14,8 @@ import type { ResolvedAddress } from "./address.ts";
 import { PoolError } from "./errors.ts";
 import type { SocketList } from "./host_pool.ts";
 import type { TransportConnection } from "./transports/transport.ts";
+import { WRITTEN } from "./transports/_chunks.ts";
+import { type ReadsTo, readsTo } from "./transports/_read_to.ts";
 
 /** What one transport read produced. */
 type ReadOutcome =
@@ -98,6 +100,8 @@ export class PooledSocket {
   /** The first failure of the connection, as the runtime reported it. */
   #failure: { cause: unknown; during: string } | undefined;
   #writes = 0;
+  /** The transport delivers reads to callbacks (see _read_to.ts): one promise per chunk fewer. */
+  readonly #readsTo: boolean;
   #writeTail: Promise<void> = Promise.resolve();
 
   constructor(
@@ -110,6 +114,7 @@ export class PooledSocket {
     this.address = address;
     this.transport = transport;
     this.#owner = owner;
+    this.#readsTo = readsTo(transport);
     this.lastActiveAt = this.createdAt = Date.now();
   }
 
@@ -239,9 +244,20 @@ export class PooledSocket {
   write(chunk: Uint8Array): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#error("write"));
     // Overlapping writes are serialised; the common case has none in flight.
-    const done = ++this.#writes === 1
-      ? this.#send(chunk).then(this.#wrote, this.#writeFailed)
-      : this.#writeTail.then(() => this.#send(chunk)).then(this.#wrote, this.#writeFailed);
+    let done: Promise<void>;
+    if (++this.#writes === 1) {
+      const sent = this.#send(chunk);
+      if (sent === WRITTEN) {
+        // The runtime took every byte at once: the write is complete now,
+        // and nothing can be in flight behind it (#writeTail is settled).
+        this.#writes--;
+        this.lastActiveAt = Date.now();
+        return sent;
+      }
+      done = sent.then(this.#wrote, this.#writeFailed);
+    } else {
+      done = this.#writeTail.then(() => this.#send(chunk)).then(this.#wrote, this.#writeFailed);
+    }
     this.#writeTail = done.catch(ignore);
     return done;
   }
@@ -268,6 +284,21 @@ export class PooledSocket {
   };
 
   #onChunk = (chunk: Uint8Array | null): void => {
+    // The common case first, without wrapping the chunk: a holder's read waits for it.
+    const reader = this.#reader;
+    const phase = this.phase;
+    if (
+      chunk !== null && reader !== null && phase !== "closed" && phase !== "idle" &&
+      phase !== "reserved"
+    ) {
+      this.#reading = false;
+      this.#reader = null;
+      this.received += chunk.length;
+      this.lastActiveAt = Date.now();
+      reader.resolve(chunk);
+      this.#ensureReading();
+      return;
+    }
     this.#arrive(chunk === null ? EOF : { chunk });
   };
 
@@ -290,6 +321,10 @@ export class PooledSocket {
     this.#reading = true;
     let pending: Promise<Uint8Array | null>;
     try {
+      if (this.#readsTo) {
+        (this.transport as unknown as ReadsTo).readTo(this.#onChunk, this.#onReadError);
+        return;
+      }
       pending = this.transport.read();
     } catch (error) {
       pending = Promise.reject(error);

@@ -5,7 +5,7 @@ import type * as net from "node:net";
 import type * as tls from "node:tls";
 import type { ResolvedAddress, ResolvedTcpAddress } from "../address.ts";
 import type { TlsInfo, TransportConnection, TransportConnectOptions } from "./transport.ts";
-import { unwritableChunk } from "./_chunks.ts";
+import { unwritableChunk, WRITTEN } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { tlsHandshakeError } from "./_tls.ts";
 import { keepAliveDelay } from "./_keepalive.ts";
@@ -60,6 +60,14 @@ export class NodeConnection extends LazyRef implements TransportConnection {
     return this.#received.read();
   }
 
+  /** The pool's read: see _read_to.ts. */
+  readTo(
+    onChunk: (chunk: Uint8Array | null) => void,
+    onError: (error: unknown) => void,
+  ): void {
+    this.#received.readTo(onChunk, onError);
+  }
+
   write(chunk: Uint8Array): Promise<void> {
     const invalid = unwritableChunk(chunk);
     if (invalid !== undefined) return Promise.reject(invalid);
@@ -77,7 +85,7 @@ export class NodeConnection extends LazyRef implements TransportConnection {
       return Promise.reject(error);
     }
     // true: Node took the bytes and its buffer is below the high-water mark.
-    if (taken) return RESOLVED;
+    if (taken) return WRITTEN;
     return new Promise((resolve, reject) => {
       this.#resolveDrain = resolve;
       this.#rejectDrain = reject;

@@ -12,6 +12,7 @@ export interface FlowControl {
 }
 
 const HIGH_WATER_MARK = 64 * 1024;
+const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
 
 export class ReceiveQueue {
   readonly #flow: FlowControl;
@@ -25,6 +26,8 @@ export class ReceiveQueue {
   #error: Error | undefined;
   #resolve: ((chunk: Uint8Array | null) => void) | undefined;
   #reject: ((error: unknown) => void) | undefined;
+  /** Set by readTo(): the pending read's outcome goes to these, not to a promise. */
+  #sink = false;
 
   constructor(flow: FlowControl) {
     this.#flow = flow;
@@ -52,12 +55,35 @@ export class ReceiveQueue {
     });
   }
 
+  /**
+   * As read(), but the outcome goes to the callbacks: a chunk that arrives
+   * later synchronously from the socket's event (no promise in between),
+   * anything known now or an end or failure later through a promise turn,
+   * so that neither is ever called during readTo() or close().
+   */
+  readTo(
+    onChunk: (chunk: Uint8Array | null) => void,
+    onError: (error: unknown) => void,
+  ): void {
+    if (
+      this.#chunks.length > 0 || this.#error !== undefined || this.#ended || this.#closed
+    ) {
+      this.read().then(onChunk, onError);
+      return;
+    }
+    if (this.#paused) this.#resume();
+    this.#resolve = onChunk;
+    this.#reject = onError;
+    this.#sink = true;
+  }
+
   /** Bytes arrived: to the pending read, else into the queue. */
   push(chunk: Uint8Array): void {
     if (this.#closed || chunk.length === 0) return;
     const resolve = this.#resolve;
     if (resolve !== undefined) {
       this.#resolve = this.#reject = undefined;
+      this.#sink = false;
       resolve(chunk);
       return;
     }
@@ -105,6 +131,14 @@ export class ReceiveQueue {
     if (resolve === undefined) return;
     if (this.#error === undefined && !this.#ended && !this.#closed) return;
     this.#resolve = this.#reject = undefined;
+    if (this.#sink) {
+      // Callbacks are called a turn later, as a promise's would be.
+      this.#sink = false;
+      const error = this.#error;
+      if (error !== undefined) Promise.reject(error).then(undefined, reject);
+      else RESOLVED_NULL.then(resolve);
+      return;
+    }
     if (this.#error !== undefined) reject!(this.#error);
     else resolve(null);
   }

@@ -33,7 +33,7 @@ import type {
   TransportConnectOptions,
 } from "./transport.ts";
 import { twoImmediateTurns } from "./_immediate_turns.ts";
-import { unwritableChunk } from "./_chunks.ts";
+import { unwritableChunk, WRITTEN } from "./_chunks.ts";
 import { ReceiveQueue } from "./_receive_queue.ts";
 import { LazyRef } from "./_lazy_unref.ts";
 import { closedError, connectNodeSocket, NodeConnection } from "./_node_net.ts";
@@ -119,6 +119,14 @@ class BunConnection extends LazyRef implements TransportConnection {
     return this.#received.read();
   }
 
+  /** The pool's read: see _read_to.ts. */
+  readTo(
+    onChunk: (chunk: Uint8Array | null) => void,
+    onError: (error: unknown) => void,
+  ): void {
+    this.#received.readTo(onChunk, onError);
+  }
+
   write(chunk: Uint8Array): Promise<void> {
     const invalid = unwritableChunk(chunk);
     if (invalid !== undefined) return Promise.reject(invalid);
@@ -136,7 +144,7 @@ class BunConnection extends LazyRef implements TransportConnection {
       } catch (error) {
         return Promise.reject(error);
       }
-      if (taken === chunk.length) return RESOLVED;
+      if (taken === chunk.length) return WRITTEN;
       if (taken < 0) return Promise.reject(closedError("write"));
       rest = chunk.subarray(taken);
     }

@@ -49,6 +49,8 @@ const MAX_READ_BUFFER = 64 * 1024;
 const RESOLVED: Promise<void> = Promise.resolve();
 const RESOLVED_NULL: Promise<null> = Promise.resolve(null);
 
+function ignore(): void {}
+
 // Connections opened and not yet closed (settle() has nothing to do without
 // any), and completed reads of unref'd (idle) ones, which settle() watches.
 const activity = { openConnections: 0, idleReadsDone: 0 };
@@ -84,6 +86,47 @@ class DenoConnection extends LazyRef implements TransportConnection {
     return this.#conn.read(buffer).then(this.#onRead, this.#onReadFailed);
   }
 
+  /** The pool's read (see _read_to.ts): the outcome goes to the callbacks, one promise fewer. */
+  readTo(
+    onChunk: (chunk: Uint8Array | null) => void,
+    onError: (error: unknown) => void,
+  ): void {
+    if (this.#closed) {
+      RESOLVED_NULL.then(onChunk);
+      return;
+    }
+    const buffer = this.#nextBig ? (this.#big ??= new Uint8Array(MIN_READ_BUFFER)) : this.#small;
+    this.#reading = buffer;
+    this.#sinkChunk = onChunk;
+    this.#sinkError = onError;
+    this.#conn.read(buffer).then(this.#onReadTo, this.#onReadToFailed);
+  }
+
+  #sinkChunk: (chunk: Uint8Array | null) => void = ignore;
+  #sinkError: (error: unknown) => void = ignore;
+
+  #onReadTo = (n: number | null): void => {
+    let chunk: Uint8Array | null;
+    try {
+      chunk = this.#onRead(n);
+    } catch (error) {
+      this.#sinkError(error);
+      return;
+    }
+    this.#sinkChunk(chunk);
+  };
+
+  #onReadToFailed = (error: unknown): void => {
+    let outcome: null;
+    try {
+      outcome = this.#onReadFailed(error);
+    } catch (failure) {
+      this.#sinkError(failure);
+      return;
+    }
+    this.#sinkChunk(outcome);
+  };
+
   // Bound once per connection, not per read.
   #onRead = (n: number | null): Uint8Array | null => {
     if (!this.#refed) activity.idleReadsDone++;
@@ -108,12 +151,28 @@ class DenoConnection extends LazyRef implements TransportConnection {
     throw error;
   };
 
-  async write(chunk: Uint8Array): Promise<void> {
+  // No async function for the common case (one conn.write() takes it all):
+  // one promise and one turn fewer per write.
+  write(chunk: Uint8Array): Promise<void> {
     const invalid = unwritableChunk(chunk);
-    if (invalid !== undefined) throw invalid;
-    if (this.#closed) throw closedError("write");
-    // Deno.Conn.write() may take only part of the chunk.
-    let offset = 0;
+    if (invalid !== undefined) return Promise.reject(invalid);
+    if (this.#closed) return Promise.reject(closedError("write"));
+    if (chunk.length === 0) return RESOLVED;
+    let first: Promise<number>;
+    try {
+      first = this.#conn.write(chunk);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return first.then((written) =>
+      written === chunk.length ? undefined : this.#writeRest(chunk, written)
+    );
+  }
+
+  // Deno.Conn.write() may take only part of the chunk.
+  async #writeRest(chunk: Uint8Array, first: number): Promise<void> {
+    if (first <= 0) throw new Error("Cannot write: the socket accepted no bytes");
+    let offset = first;
     while (offset < chunk.length) {
       const written = await this.#conn.write(offset === 0 ? chunk : chunk.subarray(offset));
       if (written <= 0) throw new Error("Cannot write: the socket accepted no bytes");
