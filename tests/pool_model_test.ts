@@ -50,42 +50,10 @@ import {
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
 import { real, timerGlobals } from "./_timer_globals.ts";
+import { Random } from "./_random.ts";
 
 // ---------------------------------------------------------------------------
 // Seeds and timers
-
-/** A seeded xorshift32 generator: the same seed gives the same run. */
-class Random {
-  #state: number;
-
-  constructor(seed: number) {
-    // Spread small seeds over the 32 bits; xorshift must never hold 0.
-    this.#state = (Math.imul(seed ^ 0x2545f491, 0x9e3779b9) >>> 0) || 1;
-    for (let i = 0; i < 8; i++) this.next();
-  }
-
-  /** A number in [0, 1). */
-  next(): number {
-    let x = this.#state;
-    x = (x ^ (x << 13)) >>> 0;
-    x = x ^ (x >>> 17);
-    x = (x ^ (x << 5)) >>> 0;
-    this.#state = x;
-    return x / 0x1_0000_0000;
-  }
-
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)]!;
-  }
-}
 
 /** Resolves after `ms` ms, on a timer the timer watch does not see. */
 function sleep(ms: number): Promise<void> {
