@@ -28,6 +28,24 @@ function setup(options: { echo?: boolean } = {}) {
   return { transport, pool, peers };
 }
 
+/**
+ * A pool over a memory upstream whose settle turns the test drives by hand:
+ * each settle() is a turn of its own, waiting in `turns` until the test ends
+ * it; `inner.settle()` is a poll (delivers what was received so far).
+ */
+function setupTurnsByHand() {
+  const inner = new MemoryTransport();
+  const peers: MemoryPeer[] = [];
+  inner.listen(ADDRESS, (peer) => void peers.push(peer));
+  const turns: (() => void)[] = [];
+  const transport = {
+    name: "memory, turns by hand",
+    connect: inner.connect.bind(inner),
+    settle: () => new Promise<void>((resolve) => turns.push(resolve)),
+  };
+  return { inner, peers, turns, pool: new ConnectionPool({ transport }) };
+}
+
 async function roundTrip(connection: UpstreamConnection, text: string): Promise<string> {
   await connection.write(encoder.encode(text));
   let received = "";
@@ -275,18 +293,7 @@ describe("idle-read detection", () => {
   // had reserved, although that one went idle after this turn's poll and
   // only the later acquire's turn could vouch for it.
   test("an acquire whose reserved connection broke takes only one its turn vouches for", async () => {
-    const inner = new MemoryTransport();
-    const peers: MemoryPeer[] = [];
-    inner.listen(ADDRESS, (peer) => void peers.push(peer));
-    // Turns under the test's control: each settle() is its own turn, and
-    // the test decides when its poll happens and when it is over.
-    const turns: (() => void)[] = [];
-    const transport = {
-      name: "memory, turns by hand",
-      connect: inner.connect.bind(inner),
-      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
-    };
-    const pool = new ConnectionPool({ transport });
+    const { inner, peers, turns, pool } = setupTurnsByHand();
     const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
     pool.retain(held0.connection);
     const first = pool.acquire(ADDRESS); // reserves connection 0, asks turn 0
@@ -317,16 +324,7 @@ describe("idle-read detection", () => {
   // its turn was over, and took it as its own, although it had gone idle
   // again after this turn's poll, with an EOF not yet seen.
   test("an acquire whose reservation was taken over does not take it back once reserved again", async () => {
-    const inner = new MemoryTransport();
-    const peers: MemoryPeer[] = [];
-    inner.listen(ADDRESS, (peer) => void peers.push(peer));
-    const turns: (() => void)[] = [];
-    const transport = {
-      name: "memory, turns by hand",
-      connect: inner.connect.bind(inner),
-      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
-    };
-    const pool = new ConnectionPool({ transport });
+    const { inner, peers, turns, pool } = setupTurnsByHand();
     const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
     pool.retain(held0.connection);
     pool.retain(held1.connection);
@@ -363,16 +361,7 @@ describe("idle-read detection", () => {
   // took over, aborted after a later acquire reserved that connection again,
   // released the later one's reservation, which then waited for another turn.
   test("an aborted acquire whose reservation was taken over leaves a later reservation alone", async () => {
-    const inner = new MemoryTransport();
-    const peers: MemoryPeer[] = [];
-    inner.listen(ADDRESS, (peer) => void peers.push(peer));
-    const turns: (() => void)[] = [];
-    const transport = {
-      name: "memory, turns by hand",
-      connect: inner.connect.bind(inner),
-      settle: () => new Promise<void>((resolve) => turns.push(resolve)),
-    };
-    const pool = new ConnectionPool({ transport });
+    const { inner, peers, turns, pool } = setupTurnsByHand();
     const [held0, held1] = await Promise.all([pool.acquire(ADDRESS), pool.acquire(ADDRESS)]);
     pool.retain(held0.connection);
     pool.retain(held1.connection);
