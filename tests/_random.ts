@@ -1,5 +1,23 @@
-// A seeded xorshift32 generator for randomized tests: the same seed gives
-// the same run (the model tests' convention).
+// What randomized tests share to be replayable: a seeded xorshift32
+// generator (the same seed gives the same run) and the settings, such as a
+// seed to replay, read from the environment.
+import process from "node:process";
+
+/** An environment variable's text; undefined if unset, empty or not readable. */
+export function envText(name: string): string | undefined {
+  try {
+    const value = process.env[name];
+    return value === "" ? undefined : value;
+  } catch {
+    return undefined; // no permission to read the environment
+  }
+}
+
+/** An environment variable as a number; undefined if unset, empty or not readable. */
+export function envNumber(name: string): number | undefined {
+  const value = envText(name);
+  return value === undefined ? undefined : Number(value);
+}
 
 /** Numbers drawn from a seed. */
 export class Random {

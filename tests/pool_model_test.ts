@@ -50,7 +50,7 @@ import {
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
 import { real, timerGlobals } from "./_timer_globals.ts";
-import { Random } from "./_random.ts";
+import { envNumber, Random } from "./_random.ts";
 
 // ---------------------------------------------------------------------------
 // Seeds and timers
@@ -109,15 +109,6 @@ function refedTimers(): number {
   const info = (process as { getActiveResourcesInfo?: () => string[] }).getActiveResourcesInfo;
   if (typeof info !== "function") return 0;
   return info().filter((kind) => kind === "Timeout" || kind === "Immediate").length;
-}
-
-function envNumber(name: string): number | undefined {
-  try {
-    const value = process.env[name];
-    return value === undefined || value === "" ? undefined : Number(value);
-  } catch {
-    return undefined; // no permission to read the environment
-  }
 }
 
 // ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import {
   type UpstreamConnection,
 } from "../mod.ts";
 import { type MemoryPeer, MemoryTransport } from "../src/transports/memory.ts";
+import { envNumber, envText } from "./_random.ts";
 import { real, timerGlobals } from "./_timer_globals.ts";
 import type {
   Transport,
@@ -65,22 +66,13 @@ import { runtime } from "./_runtime.ts";
 // ---------------------------------------------------------------------------
 // Settings
 
-function env(name: string): string | undefined {
-  try {
-    const value = process.env[name];
-    return value === "" ? undefined : value;
-  } catch {
-    return undefined; // no permission to read the environment
-  }
-}
-
 const DEFAULT_SEED = 20261201;
-const SEED = Number(env("PROPERTY_SEED") ?? DEFAULT_SEED);
-const RUNS = env("PROPERTY_RUNS") === undefined ? undefined : Number(env("PROPERTY_RUNS"));
-const ONLY = env("PROPERTY_ONLY");
-const PATH = env("PROPERTY_PATH");
-const DEBUG = env("PROPERTY_DEBUG") !== undefined;
-const DEBUG_STEPS = env("PROPERTY_DEBUG") === "steps";
+const SEED = Number(envText("PROPERTY_SEED") ?? DEFAULT_SEED);
+const RUNS = envNumber("PROPERTY_RUNS");
+const ONLY = envText("PROPERTY_ONLY");
+const PATH = envText("PROPERTY_PATH");
+const DEBUG = envText("PROPERTY_DEBUG") !== undefined;
+const DEBUG_STEPS = envText("PROPERTY_DEBUG") === "steps";
 
 /** Longest message a TypeError or RangeError may have, whatever the input's length. */
 const MAX_ARGUMENT_MESSAGE = 600;

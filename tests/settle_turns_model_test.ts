@@ -50,7 +50,6 @@
 // TURNS_MODEL_KEEP_GOING=1 runs every seed and lists the failures.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import process from "node:process";
 import { setImmediate } from "node:timers";
 import {
   type Acquired,
@@ -65,24 +64,7 @@ import {
   type TransportConnectOptions,
   type UpstreamConnection,
 } from "../mod.ts";
-import { Random } from "./_random.ts";
-
-function envNumber(name: string): number | undefined {
-  try {
-    const value = process.env[name];
-    return value === undefined || value === "" ? undefined : Number(value);
-  } catch {
-    return undefined; // no permission to read the environment
-  }
-}
-
-function envString(name: string): string | undefined {
-  try {
-    return process.env[name];
-  } catch {
-    return undefined;
-  }
-}
+import { envNumber, envText, Random } from "./_random.ts";
 
 /** Resolves in the next macrotask: every microtask queued before has run. */
 function macrotask(): Promise<void> {
@@ -914,7 +896,7 @@ const FOUND_BUGS: readonly number[] = [20531, 21570];
 function seedsToRun(): { seeds: number[]; chosen: boolean } {
   const one = envNumber("TURNS_MODEL_SEED");
   if (one !== undefined) return { seeds: [one], chosen: true };
-  const match = /^(\d+)-(\d+)$/.exec(envString("TURNS_MODEL_SEEDS") ?? "");
+  const match = /^(\d+)-(\d+)$/.exec(envText("TURNS_MODEL_SEEDS") ?? "");
   if (match === null) {
     const seeds = Array.from({ length: DEFAULT_SEEDS }, (_, i) => i + 1);
     return { seeds, chosen: false };
